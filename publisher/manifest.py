@@ -1,0 +1,193 @@
+"""The build manifest: every artifact with its sha256 and the fingerprint of what made it.
+
+``<workdir>/<build name>/manifest.json`` is rewritten atomically (temp file, fsync, rename) after
+each step, so a killed build leaves either the old manifest or the new one, never half of one.
+A stage is skipped when its recorded fingerprint matches the one it would compute now and its
+files still hash to what the manifest says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from publisher.errors import ManifestError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class Record(BaseModel):
+    """Base of manifest entries: unknown keys are kept out, values are validated on load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SmokeAnswer(Record):
+    """One smoke prompt's answer and the expectations checked on it."""
+
+    prompt: str
+    output: str
+    passed: bool
+    problems: list[str] = Field(default_factory=list, description="Required expectations that failed")
+    advisories: list[str] = Field(default_factory=list, description="Advisory expectations that failed")
+
+
+class SmokeResult(Record):
+    """How an artifact did when loaded and asked the recipe's prompts."""
+
+    passed: bool
+    output: str = Field("", description="The first prompt's answer, for the card")
+    answers: list[SmokeAnswer] = Field(default_factory=list)
+    tokens_per_s: float | None = None
+    prompt_tokens_per_s: float | None = None
+    load_s: float | None = None
+    peak_rss_bytes: int | None = None
+
+
+class TokenizerResult(Record):
+    """Tokenizer parity of the GGUF vocabulary against the source tokenizer."""
+
+    passed: bool
+    probes: int
+    mismatches: int
+    first_mismatch: str | None = None
+
+
+class TemplateResult(Record):
+    """Whether the GGUF's own chat template renders what the recipe's prompt template does."""
+
+    checked: bool
+    matches: bool | None = None
+    difference: str | None = None
+
+
+class QualityResult(Record):
+    """Measured quality against the reference (f16/bf16) GGUF."""
+
+    perplexity: float
+    kl_divergence: float | None = None
+    top1_agreement: float | None = None
+    tokens: int
+
+
+class Artifact(Record):
+    """One GGUF file the build made (the reference or a quant)."""
+
+    quant_type: str
+    path: str = Field(description="Relative to the build folder")
+    size_bytes: int
+    sha256: str
+    bits_per_weight: float
+    fingerprint: str
+    status: Literal["built", "passed", "failed"] = "built"
+    failure: str | None = None
+    smoke: SmokeResult | None = None
+    tokenizer: TokenizerResult | None = None
+    template: TemplateResult | None = None
+    quality: QualityResult | None = None
+    shards: list[str] = Field(default_factory=list, description="Split files, when the file is too large for one upload")
+
+
+class SourceRecord(Record):
+    """What was fetched."""
+
+    repo: str | None = None
+    revision: str | None = None
+    commit: str | None = None
+    path: str = Field(description="Local folder the build read the source from")
+    parameters: int | None = None
+    files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 of what conversion read")
+
+
+class StageRecord(Record):
+    """A finished stage: its fingerprint and the files it wrote."""
+
+    fingerprint: str
+    outputs: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
+    finished_at: str
+    seconds: float
+
+
+class Manifest(Record):
+    """Everything a build made and proved."""
+
+    format: int = FORMAT_VERSION
+    build_name: str
+    recipe_sha256: str
+    tools: dict[str, str] = Field(default_factory=dict)
+    source: SourceRecord | None = None
+    stages: dict[str, StageRecord] = Field(default_factory=dict)
+    reference: Artifact | None = None
+    artifacts: dict[str, Artifact] = Field(default_factory=dict)
+    card: dict[str, Any] = Field(default_factory=dict)
+
+    def passed_artifacts(self) -> list[Artifact]:
+        """Artifacts that passed every check, in the order they were built."""
+        return [a for a in self.artifacts.values() if a.status == "passed"]
+
+    def failed_artifacts(self) -> list[Artifact]:
+        """Artifacts that failed a check."""
+        return [a for a in self.artifacts.values() if a.status == "failed"]
+
+
+def sha256_file(path: Path, chunk_size: int = 8 * 1024 * 1024) -> str:
+    """sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable sha256 of JSON-serialisable inputs (settings, hashes, tool versions)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` so readers see the old or the new content, never a mix."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def load_manifest(build_dir: Path) -> Manifest | None:
+    """The manifest in ``build_dir``, or ``None`` when there is none yet."""
+    path = build_dir / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValidationError, ValueError) as err:
+        first = str(err).splitlines()[0]
+        raise ManifestError(f"{path}: unreadable manifest ({first}); delete it to rebuild from scratch") from None
+
+
+def save_manifest(build_dir: Path, manifest: Manifest) -> None:
+    """Write the manifest atomically."""
+    write_text_atomic(build_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")

@@ -1,0 +1,575 @@
+"""The recipe: one YAML file that says what to build, test, describe and publish.
+
+``load_recipe(path)`` reads a file and returns a validated :class:`Recipe`, or raises
+:class:`~publisher.errors.RecipeError` whose lines each name the file, the YAML line and the
+dotted field, e.g. ``recipes/x.yaml:12: quantize.types[3]: unknown quant type 'Q4_K_X'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from publisher import prompts, quants
+from publisher.errors import RecipeError
+
+MAX_RECIPE_BYTES = 1_000_000
+MAX_EXPANDED_NODES = 100_000
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+
+
+def _as_list(value: Any) -> Any:
+    """Let a single string stand for a one-element list."""
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class StrictModel(BaseModel):
+    """Base for every recipe element: unknown keys are errors, values are not coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+def _check_repo_id(value: str) -> str:
+    if not REPO_ID.match(value):
+        raise ValueError(f"{value!r} is not a Hub repo id of the form owner/name")
+    return value
+
+
+RepoId = Annotated[str, BeforeValidator(lambda v: _check_repo_id(v) if isinstance(v, str) else v)]
+
+
+def _quant_name(value: Any) -> Any:
+    return quants.lookup(value).name if isinstance(value, str) else value
+
+
+QuantName = Annotated[str, BeforeValidator(_quant_name)]
+
+
+class Source(StrictModel):
+    """Where the unquantized model comes from: a Hub repo at a pinned revision, a local folder, or both."""
+
+    repo: RepoId | None = Field(None, description="Hub repo id of the source model, e.g. CausalLM/14B")
+    revision: str = Field("main", description="Branch, tag or commit to fetch; the resolved commit is recorded")
+    path: str | None = Field(None, description="Local folder holding the model; relative to the recipe file")
+
+    @model_validator(mode="after")
+    def _needs_repo_or_path(self) -> Source:
+        if self.repo is None and self.path is None:
+            raise ValueError("give source.repo (a Hub repo id) or source.path (a local folder), or both")
+        return self
+
+
+class InheritedLicense(StrictModel):
+    """A licence that applies because of a base model (e.g. Meta's Llama 2 licence)."""
+
+    name: str = Field(description="Human name, e.g. 'Meta Llama 2 Community License'")
+    via: str = Field(description="The base model or family it comes from, e.g. 'Llama 2'")
+    link: str | None = Field(None, description="Where the licence text is")
+
+
+class Model(StrictModel):
+    """What the model is: the card's frontmatter and its prompt format."""
+
+    name: str = Field(description="Display name, e.g. 'CausalLM 14B'")
+    creator: str = Field(description="Who made the source model, e.g. 'CausalLM'")
+    creator_url: str | None = None
+    base_model: StrList = Field(default_factory=list, description="Hub ids of the model(s) quantized here")
+    model_type: str = Field("llama", description="Architecture family, e.g. llama, mistral, qwen2")
+    license: str = Field(description="Hub licence id, e.g. apache-2.0, wtfpl, llama2, other")
+    license_name: str | None = Field(None, description="Required with license: other")
+    license_link: str | None = Field(None, description="Required with license: other")
+    inherited_licenses: list[InheritedLicense] = Field(default_factory=list)
+    datasets: StrList = Field(default_factory=list)
+    languages: StrList = Field(default_factory=list)
+    tags: StrList = Field(default_factory=list)
+    pipeline_tag: str = "text-generation"
+    prompt_template: str = Field(
+        "chatml", description="A named template (chatml, llama-2-chat, vicuna, ...) or literal text with {prompt}"
+    )
+    system_message: str = Field("", description="Default system message for {system_message}")
+    context_length: int = Field(4096, gt=0, description="Context the card's RAM figures and run commands use")
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_models_are_repo_ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _check_repo_id(item)
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not LANGUAGE.match(item):
+                raise ValueError(f"{item!r} is not an ISO 639 language code such as en or zh")
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if value.strip().lower() in prompts.NAMED_TEMPLATES:
+            return value.strip().lower()
+        if "{" not in value:
+            names = ", ".join(prompts.NAMED_TEMPLATES)
+            raise ValueError(f"unknown prompt template {value!r}: name one of {names}, or write text with {{prompt}}")
+        prompts.check_template(value)
+        return value
+
+    @model_validator(mode="after")
+    def _other_license_needs_name(self) -> Model:
+        if self.license == "other" and not (self.license_name and self.license_link):
+            raise ValueError("license: other needs license_name and license_link")
+        return self
+
+    @property
+    def prompt_template_title(self) -> str:
+        """The template's display name (e.g. ``ChatML``), or ``Custom`` for a literal."""
+        return prompts.resolve(self.prompt_template)[0]
+
+    @property
+    def prompt_template_text(self) -> str:
+        """The template text with ``{system_message}`` and ``{prompt}`` placeholders."""
+        return prompts.resolve(self.prompt_template)[1]
+
+
+class Convert(StrictModel):
+    """How llama.cpp's converter writes the reference GGUF."""
+
+    outtype: Literal["f16", "bf16", "f32", "q8_0"] = "f16"
+
+
+class Quantize(StrictModel):
+    """Which llama.cpp quant types to make from the reference GGUF."""
+
+    types: list[QuantName] = Field(min_length=1, description="llama.cpp quant types, e.g. Q4_K_M")
+    threads: int | None = Field(None, gt=0, description="Quantizer threads; default: all cores")
+    basename: str | None = Field(None, description="File name stem; default from model.name, e.g. causallm_14b")
+
+    @field_validator("types")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in value:
+            if name in seen:
+                raise ValueError(f"{name} is listed twice")
+            seen.add(name)
+        return value
+
+    @field_validator("basename")
+    @classmethod
+    def _basename(cls, value: str | None) -> str | None:
+        if value is not None and not NAME.match(value):
+            raise ValueError(f"{value!r} is not a file name stem (letters, digits, . _ -)")
+        return value
+
+
+class Expectation(StrictModel):
+    """A check on a smoke answer. Required ones fail the artifact; advisory ones are reported."""
+
+    contains: StrList = Field(default_factory=list, description="Each must appear (case-insensitive)")
+    not_contains: StrList = Field(default_factory=list, description="None may appear (case-insensitive)")
+    required: bool = True
+    types: list[QuantName] | None = Field(None, description="Quant types it applies to; default: all")
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Expectation:
+        if not self.contains and not self.not_contains:
+            raise ValueError("an expectation needs contains or not_contains")
+        return self
+
+
+class SmokePrompt(StrictModel):
+    """A prompt every artifact must answer, with what the answer should hold."""
+
+    prompt: str = Field(min_length=1)
+    system_message: str | None = Field(None, description="Overrides model.system_message")
+    expect_contains: StrList = Field(default_factory=list, description="Shorthand for a required expectation")
+    expect: list[Expectation] = Field(default_factory=list)
+
+    def expectations(self) -> list[Expectation]:
+        """All expectations, the ``expect_contains`` shorthand included."""
+        extra = [Expectation(contains=self.expect_contains)] if self.expect_contains else []
+        return extra + list(self.expect)
+
+
+class Quality(StrictModel):
+    """Perplexity and KL divergence against the reference GGUF."""
+
+    enabled: bool = True
+    text: str | None = Field(None, description="Text file for perplexity; default: the one shipped with publisher")
+    context_length: int = Field(256, gt=15)
+    max_chunks: int = Field(8, gt=0)
+
+
+class Smoke(StrictModel):
+    """How each artifact is tried before anything is published."""
+
+    prompts: list[SmokePrompt] = Field(default_factory=list)
+    max_tokens: int = Field(48, gt=0)
+    context_length: int = Field(1024, gt=0)
+    gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1 for all")
+    seed: int = 0
+    tokenizer_parity: bool = True
+    extra_probes: StrList = Field(default_factory=list, description="More strings for the tokenizer parity check")
+    quality: Quality = Field(default_factory=Quality)
+
+
+class Link(StrictModel):
+    """A link in the card's header or footer."""
+
+    text: str
+    url: str
+
+
+class Profile(StrictModel):
+    """Who publishes: shown in the frontmatter (quantized_by) and the header and footer."""
+
+    quantized_by: str
+    url: str | None = None
+    header_links: list[Link] = Field(default_factory=list)
+    footer_links: list[Link] = Field(default_factory=list)
+    footer_text: str | None = None
+
+
+class RelatedRepo(StrictModel):
+    """Another repository worth pointing at from the card (AWQ, GPTQ, the original...)."""
+
+    repo: RepoId
+    description: str
+
+
+class Card(StrictModel):
+    """How the model card is written."""
+
+    template: str = Field("gguf", description="gguf, branches, or a path to a Jinja template (relative to the recipe)")
+    partials_dir: str | None = Field(None, description="Folder of partials overriding the shipped ones")
+    profile: Profile
+    title: str | None = Field(None, description="Card title; default '<model name> - GGUF'")
+    notes: StrList = Field(default_factory=list, description="Markdown paragraphs for the description")
+    related: list[RelatedRepo] = Field(default_factory=list)
+    embed_original_card: bool = True
+
+
+class Branch(StrictModel):
+    """A branch of the published repo and the artifacts it carries."""
+
+    name: str
+    types: list[QuantName] = Field(min_length=1)
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _branch_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", value) or ".." in value or value.endswith("/"):
+            raise ValueError(f"{value!r} is not a valid branch name")
+        return value
+
+
+class Publish(StrictModel):
+    """Where the files and the card go."""
+
+    target: Literal["local", "hf"] = "local"
+    repo_id: RepoId
+    private: bool = False
+    branches: list[Branch] = Field(default_factory=list)
+
+    @field_validator("branches")
+    @classmethod
+    def _distinct_branches(cls, value: list[Branch]) -> list[Branch]:
+        names = [b.name for b in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"branch {name!r} is declared twice")
+        return value
+
+
+class Recipe(StrictModel):
+    """A whole recipe file."""
+
+    name: str | None = Field(None, description="Build name (folder under the workdir); default: the file's stem")
+    source: Source
+    model: Model
+    convert: Convert = Field(default_factory=Convert)
+    quantize: Quantize
+    smoke: Smoke = Field(default_factory=Smoke)
+    card: Card
+    publish: Publish
+
+    _path: Path | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not NAME.match(value):
+            raise ValueError(f"{value!r} is not a build name (letters, digits, . _ -)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Recipe:
+        built = set(self.quantize.types)
+        for branch in self.publish.branches:
+            missing = [t for t in branch.types if t not in built]
+            if missing:
+                raise ValueError(f"publish.branches: branch {branch.name!r} names {missing[0]}, which quantize.types does not build")
+        for prompt in self.smoke.prompts:
+            for expectation in prompt.expectations():
+                missing = [t for t in expectation.types or [] if t not in built]
+                if missing:
+                    raise ValueError(f"smoke.prompts: an expectation names {missing[0]}, which quantize.types does not build")
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """The file this recipe was loaded from, if any."""
+        return self._path
+
+    @property
+    def build_name(self) -> str:
+        """The folder name of this recipe's build under the workdir."""
+        if self.name:
+            return self.name
+        if self._path is not None:
+            return self._path.stem
+        return slug(self.model.name, sep="-")
+
+    @property
+    def basename(self) -> str:
+        """Stem of the artifact file names, e.g. ``causallm_14b`` for ``causallm_14b.Q4_K_M.gguf``."""
+        return self.quantize.basename or slug(self.model.name, sep="_")
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the recipe, taken relative to the recipe file's folder."""
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self._path is not None:
+            path = self._path.parent / path
+        return path
+
+    def source_dir(self) -> Path | None:
+        """The local source folder, if the recipe names one."""
+        return self.resolve_path(self.source.path) if self.source.path else None
+
+    def artifact_filename(self, quant_type: str) -> str:
+        """The published file name of one quant type."""
+        return f"{self.basename}.{quant_type}.gguf"
+
+    def fingerprint(self) -> str:
+        """sha256 of the validated recipe content (not of its formatting)."""
+        return hashlib.sha256(dump_recipe(self).encode()).hexdigest()
+
+
+def slug(text: str, sep: str) -> str:
+    """Lower-case ``text`` with every run of other characters turned into ``sep``."""
+    return re.sub(r"[^a-z0-9.]+", sep, text.lower()).strip(sep) or "model"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading with file:line errors
+# ---------------------------------------------------------------------------------------------
+
+
+class _NoDuplicatesLoader(yaml.SafeLoader):
+    """SafeLoader composing nodes only; duplicate keys and alias bombs are checked on the tree."""
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise RecipeError([f"{path}: is a folder, not a recipe file"]) from None
+    except OSError as err:
+        raise RecipeError([f"{path}: cannot read ({err.strerror})"]) from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError([f"{path}: {len(raw)} bytes is too large for a recipe (limit {MAX_RECIPE_BYTES})"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise RecipeError([f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"]) from None
+
+
+def _compose(path: Path, text: str) -> yaml.Node:
+    try:
+        node = yaml.compose(text, Loader=_NoDuplicatesLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = err.problem or err.context or "invalid YAML"
+        raise RecipeError([f"{path}{line}: YAML syntax error: {problem}"]) from None
+    except yaml.YAMLError as err:
+        raise RecipeError([f"{path}: YAML error: {err}"]) from None
+    if node is None:
+        raise RecipeError([f"{path}: the file is empty; a recipe needs source, model, quantize, card and publish"])
+    if not isinstance(node, yaml.MappingNode):
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+        raise RecipeError([f"{path}:{node.start_mark.line + 1}: a recipe must be a mapping of keys, not {kind}"])
+    return node
+
+
+def _check_tree(path: Path, root: yaml.Node) -> None:
+    """Refuse duplicate keys and alias expansions that would blow up (billion laughs)."""
+    sizes: dict[int, int] = {}
+
+    def expanded(node: yaml.Node, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if depth > 100:
+            raise RecipeError([f"{path}:{node.start_mark.line + 1}: nesting is too deep"])
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen and key.value != "<<":
+                        raise RecipeError(
+                            [f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r} (first at line {seen[key.value]})"]
+                        )
+                    seen[key.value] = key.start_mark.line + 1
+                total += expanded(key, depth + 1) + expanded(value, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += expanded(item, depth + 1)
+        sizes[id(node)] = total
+        if total > MAX_EXPANDED_NODES:
+            raise RecipeError([f"{path}: aliases expand to more than {MAX_EXPANDED_NODES} values; refusing (alias bomb?)"])
+        return total
+
+    expanded(root, 0)
+
+
+def _line_of(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
+    """The 1-based YAML line of the value at pydantic location ``loc`` (or of its nearest parent)."""
+    node = root
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == part:
+                    child = value
+                    if not isinstance(value, yaml.MappingNode | yaml.SequenceNode):
+                        child = value
+                    break
+            else:
+                # an unknown key reported by extra="forbid": point at the key itself
+                return node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node = child
+    return node.start_mark.line + 1
+
+
+def _key_line(root: yaml.Node, loc: tuple[int | str, ...]) -> int | None:
+    """Line of the key named by the last element of ``loc`` (for unknown-key errors)."""
+    parent = root
+    for part in loc[:-1]:
+        if isinstance(parent, yaml.MappingNode):
+            parent = next((v for k, v in parent.value if isinstance(k, yaml.ScalarNode) and k.value == part), parent)
+        elif isinstance(parent, yaml.SequenceNode) and isinstance(part, int) and part < len(parent.value):
+            parent = parent.value[part]
+    if isinstance(parent, yaml.MappingNode):
+        for key, _value in parent.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == loc[-1]:
+                return key.start_mark.line + 1
+    return None
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required field is missing"
+    msg = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        got = error.get("input")
+        shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__.replace("dict", "mapping")
+        msg = f"{msg[0].lower()}{msg[1:]} (got {shown})"
+    return msg
+
+
+def _strip_model_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # pydantic inserts function names for Annotated validators, e.g. 'function-before[...]'
+    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+
+
+def _format_errors(path: Path, root: yaml.Node, err: ValidationError) -> list[str]:
+    problems = []
+    for error in err.errors():
+        loc = _strip_model_tags(tuple(error["loc"]))
+        if error["type"] == "extra_forbidden":
+            line = _key_line(root, loc) or _line_of(root, loc[:-1])
+        elif error["type"] == "missing":
+            line = _line_of(root, loc[:-1])
+        else:
+            line = _line_of(root, loc)
+        problems.append(f"{path}:{line}: {_dotted(loc)}: {_message(error)}")
+    return problems
+
+
+def parse_recipe(text: str, path: Path) -> Recipe:
+    """Validate recipe ``text`` as if read from ``path`` (used for messages and relative paths)."""
+    root = _compose(path, text)
+    _check_tree(path, root)
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+    except yaml.YAMLError as err:  # e.g. a tag SafeLoader cannot construct
+        raise RecipeError([f"{path}: YAML error: {str(err).splitlines()[0]}"]) from None
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(path, root, err)) from None
+    recipe._path = path
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; raises :class:`RecipeError` with one line per problem."""
+    path = Path(path)
+    return parse_recipe(_read_text(path), path)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The recipe as YAML that :func:`parse_recipe` reads back to an equal recipe."""
+    data = recipe.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON Schema of the recipe format, for editors (yaml-language-server)."""
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "publisher recipe"
+    return schema
