@@ -31,11 +31,13 @@ browser:
 		|| echo "warning: could not install chromium; browser tests will be skipped"
 
 demo: setup
-	$(BIN)/publisher build recipes/smollm2-135m-instruct.yaml
+	$(BIN)/publisher build recipes/smollm2-135m-instruct.yaml --publish
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check publisher tests bench
 	$(BIN)/ruff format --check publisher tests bench
+	$(BIN)/actionlint .github/workflows/*.yml
+	$(BIN)/zizmor --offline --quiet .github/workflows
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy

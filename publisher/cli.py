@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from publisher import __version__
 from publisher.errors import PublisherError
+from publisher.manifest import write_text_atomic
 from publisher.recipe import Recipe, load_recipe, recipe_json_schema
 
 app = typer.Typer(
@@ -27,7 +29,18 @@ err_console = Console(stderr=True)
 
 _state = {"debug": False}
 
+
+def print_error(line: str) -> None:
+    """Print one error line to stderr; the text is escaped so brackets in it are not read as markup."""
+    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", help="Where to publish: local or hf (default: the recipe's publish.target).")
+]
+HubDirOpt = Annotated[Path, typer.Option("--hub-dir", help="Folder of the local target's repos.")]
+DEFAULT_HUB_DIR = Path("hub")
 
 
 def _version(value: bool) -> None:
@@ -48,24 +61,28 @@ def _root(
 
 
 def _summary(recipe: Recipe) -> Table:
-    table = Table(title=f"{recipe.path}: valid", show_header=False, title_justify="left")
+    table = Table(title=escape(f"{recipe.path}: valid"), show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
+
+    def add(field: str, value: str) -> None:
+        table.add_row(field, escape(value))  # recipe text is data, not rich markup
+
     source = recipe.source
     where = " + ".join(
         part for part in (f"{source.repo}@{source.revision}" if source.repo else "", source.path or "") if part
     )
-    table.add_row("build name", recipe.build_name)
-    table.add_row("source", where)
-    table.add_row("model", f"{recipe.model.name} by {recipe.model.creator} ({recipe.model.model_type})")
-    table.add_row("license", recipe.model.license)
-    table.add_row("prompt template", recipe.model.prompt_template_title)
-    table.add_row("convert", recipe.convert.outtype)
-    table.add_row("quant types", ", ".join(recipe.quantize.types))
-    table.add_row("smoke prompts", str(len(recipe.smoke.prompts)))
-    table.add_row("publish", f"{recipe.publish.target}: {recipe.publish.repo_id}")
+    add("build name", recipe.build_name)
+    add("source", where)
+    add("model", f"{recipe.model.name} by {recipe.model.creator} ({recipe.model.model_type})")
+    add("license", recipe.model.license)
+    add("prompt template", recipe.model.prompt_template_title)
+    add("convert", recipe.convert.outtype)
+    add("quant types", ", ".join(recipe.quantize.types))
+    add("smoke prompts", str(len(recipe.smoke.prompts)))
+    add("publish", f"{recipe.publish.target}: {recipe.publish.repo_id}")
     if recipe.publish.branches:
-        table.add_row("branches", ", ".join(b.name for b in recipe.publish.branches))
+        add("branches", ", ".join(b.name for b in recipe.publish.branches))
     return table
 
 
@@ -77,10 +94,12 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML fil
         try:
             console.print(_summary(load_recipe(path)))
         except PublisherError as err:
+            if _state["debug"]:
+                raise
             problems.extend(str(err).splitlines())
     if problems:
         for line in problems:
-            err_console.print(f"[red]error:[/red] {line}", markup=True, highlight=False, soft_wrap=True)
+            print_error(line)
         raise typer.Exit(1)
 
 
@@ -93,42 +112,205 @@ def schema(
     if out is None:
         sys.stdout.write(text)
     else:
-        out.write_text(text, encoding="utf-8")
+        try:
+            write_text_atomic(out, text)
+        except OSError as err:
+            raise PublisherError(f"{out}: cannot write the schema ({err.strerror or err})") from None
 
 
 # -- commands added by later work go below this line -----------------------------------------
 
 
+@app.command()
+def card(
+    recipe_paths: Annotated[
+        list[Path], typer.Argument(help="Recipe YAML file; several with --publish.", show_default=False)
+    ],
+    *,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Builds folder; uses <workdir>/<build name>/manifest.json if present.")
+    ] = Path("build"),
+    source_dir: Annotated[
+        Path | None, typer.Option("--source-dir", help="A local copy of the source model, in place of the source repo.")
+    ] = None,
+    preview: Annotated[bool, typer.Option("--preview", help="Show the card in the terminal.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the card (README.md) to this file.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a standalone HTML preview to this file.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Check the card; exit 1 listing every problem.")] = False,
+    publish_too: Annotated[
+        bool,
+        typer.Option(
+            "--publish", help="Re-render each build's README.md and publish it (a card-only change commits it alone)."
+        ),
+    ] = False,
+    target: TargetOpt = None,
+    hub_dir: HubDirOpt = DEFAULT_HUB_DIR,
+) -> None:
+    """Render a recipe's model card (from its build when there is one, else with estimated sizes)."""
+    from publisher import cards
+
+    if publish_too:
+        if out or html or preview or check:
+            raise PublisherError(
+                "--publish renders into each build folder; use --out, --html, --preview, --check alone"
+            )
+        _publish_cards(recipe_paths, workdir=workdir, source_dir=source_dir, target=target, hub_dir=hub_dir)
+        return
+    if len(recipe_paths) != 1:
+        raise PublisherError(f"card: got {len(recipe_paths)} recipes; give one, or several with --publish")
+    recipe_path = recipe_paths[0]
+    recipe = load_recipe(recipe_path)
+    result = cards.card_for_recipe(recipe, workdir, source_dir=source_dir)
+    for path in cards.write_outputs(result.text, out=out, html_out=html):
+        err_console.print(f"wrote {escape(str(path))}", highlight=False)
+    if preview:
+        cards.preview(result.text, console)
+    elif out is None and html is None and not check:
+        sys.stdout.write(result.text)
+    if check:
+        build_dir = result.build_dir if result.manifest is not None else None
+        problems = cards.check_card(result.text, recipe, result.manifest, build_dir)
+        if problems:
+            raise PublisherError("\n".join(f"card: {problem}" for problem in problems))
+        note = "" if build_dir else " (no build yet: linked files not checked)"
+        err_console.print(f"card: no problems found{note}", highlight=False)
+
+
+def _publish_cards(
+    recipe_paths: list[Path], *, workdir: Path, source_dir: Path | None, target: str | None, hub_dir: Path
+) -> None:
+    """Re-render and publish the card of each recipe's build; one failure does not stop the others."""
+    from publisher import pipeline
+    from publisher.manifest import MANIFEST_NAME
+
+    recipes = [load_recipe(path) for path in recipe_paths]  # every recipe valid before anything is published
+    problems: list[str] = []
+    for recipe in recipes:
+        try:
+            if not (workdir / recipe.build_name / MANIFEST_NAME).is_file():
+                raise PublisherError(f"no build in {workdir / recipe.build_name}; run `publisher build {recipe.path}`")
+            pipeline.execute(recipe, workdir, stages=["card"], source_dir=source_dir, console=err_console)
+            _publish(recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=False)
+        except PublisherError as err:
+            if _state["debug"]:
+                raise
+            problems.extend(f"{recipe.path}: {line}" for line in str(err).splitlines())
+    if problems:
+        raise PublisherError("\n".join(problems))
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """Repeatable options that also accept comma-separated lists: ``--only Q2_K,Q8_0``."""
+    if values is None:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+@app.command()
+def build(
+    recipe_path: RecipeArg,
+    *,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Builds folder; this build goes to <workdir>/<build name>/.")
+    ] = Path("build"),
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Build and check only this quant type (repeatable, or a,b).")
+    ] = None,
+    stages: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stages", help="Run only these stages: fetch, convert, quantize, smoke, card (repeatable, or a,b)."
+        ),
+    ] = None,
+    force: Annotated[
+        list[str] | None, typer.Option("--force", help="Redo this stage even when its recorded outputs are current.")
+    ] = None,
+    source_dir: Annotated[
+        Path | None, typer.Option("--source-dir", help="A local copy of the source model, in place of the source repo.")
+    ] = None,
+    publish_too: Annotated[
+        bool, typer.Option("--publish", help="Publish the build when every check passed (see `publisher publish`).")
+    ] = False,
+    target: TargetOpt = None,
+    hub_dir: HubDirOpt = DEFAULT_HUB_DIR,
+) -> None:
+    """Convert, quantize and test a recipe's model; re-running skips work the manifest proves done."""
+    from publisher import pipeline
+
+    recipe = load_recipe(recipe_path)
+    result = pipeline.execute(
+        recipe,
+        workdir,
+        only_types=_split(only),
+        stages=_split(stages),
+        force=_split(force) or (),
+        source_dir=source_dir,
+        console=err_console,
+    )
+    err_console.print(f"stages: {pipeline.stage_line(result)}", highlight=False, soft_wrap=True)
+    console.print(pipeline.result_table(result))
+    pipeline.check_failures(result)
+    if publish_too:
+        _publish(recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=False)
+
+
+def _publish(recipe: Recipe, *, workdir: Path, target: str | None, hub_dir: Path, dry_run: bool) -> None:
+    from publisher import publish as publishing
+
+    outcome = publishing.publish(
+        recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run, console=err_console
+    )
+    if isinstance(outcome, publishing.PublishPlan):
+        publishing.print_plan(outcome, console)
+    else:
+        publishing.print_result(outcome, console)
+
+
+@app.command()
+def publish(
+    recipe_path: RecipeArg,
+    *,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Builds folder; publishes <workdir>/<build name>/.")
+    ] = Path("build"),
+    target: TargetOpt = None,
+    hub_dir: HubDirOpt = DEFAULT_HUB_DIR,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (files, sizes, branches, commit) and change nothing.")
+    ] = False,
+) -> None:
+    """Publish a build's passed GGUFs and README.md: one commit per branch, only what changed."""
+    _publish(load_recipe(recipe_path), workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run)
+
+
+@app.command()
+def summary(
+    recipe_path: RecipeArg,
+    *,
+    workdir: Annotated[Path, typer.Option("--workdir", help="Builds folder.")] = Path("build"),
+) -> None:
+    """Print a build's files and quality as Markdown tables (for a CI job summary)."""
+    from publisher.summary import build_summary
+
+    sys.stdout.write(build_summary(load_recipe(recipe_path), workdir))
+
+
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line and exit code 1."""
     try:
-        # standalone_mode=False lets PublisherError reach us; click then returns exit codes instead of exiting.
-        result = app(standalone_mode=False)
-        if isinstance(result, int) and result:
-            sys.exit(result)
+        # Standalone mode: typer itself reports usage errors (exit 2) and interrupts (exit 130);
+        # exceptions raised by commands still reach us.
+        app()
     except PublisherError as err:
         if _state["debug"]:
             raise
         for line in str(err).splitlines() or [type(err).__name__]:
-            err_console.print(f"[red]error:[/red] {line}", markup=True, highlight=False, soft_wrap=True)
+            print_error(line)
         sys.exit(1)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-    except Exception as err:  # click usage errors and the like
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+    except Exception as err:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] unexpected {type(err).__name__}: {err} (run with --debug for a traceback)")
+        print_error(f"unexpected {type(err).__name__}: {err} (run with --debug for a traceback)")
         sys.exit(2)
 
 

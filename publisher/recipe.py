@@ -7,8 +7,12 @@ dotted field, e.g. ``recipes/x.yaml:12: quantize.types[3]: unknown quant type 'Q
 
 from __future__ import annotations
 
+import codecs
+import datetime
+import difflib
 import hashlib
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,12 +39,25 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
 
+class FieldProblem(ValueError):
+    """A problem with an element below the field being validated.
+
+    ``at`` is appended to pydantic's location, so a list validator can blame one item
+    (``model.languages[1]``) and the recipe-wide checks can blame the exact field.
+    """
+
+    def __init__(self, message: str, at: tuple[int | str, ...]) -> None:
+        super().__init__(message)
+        self.at = at
+
+
 def _as_list(value: Any) -> Any:
     """Let a single string stand for a one-element list."""
     return [value] if isinstance(value, str) else value
 
 
-StrList = Annotated[list[str], BeforeValidator(_as_list)]
+# json_schema_input_type: editors must accept the single-string shorthand too.
+StrList = Annotated[list[str], BeforeValidator(_as_list, json_schema_input_type=str | list[str])]
 
 
 class StrictModel(BaseModel):
@@ -112,16 +129,19 @@ class Model(StrictModel):
     @field_validator("base_model")
     @classmethod
     def _base_models_are_repo_ids(cls, value: list[str]) -> list[str]:
-        for item in value:
-            _check_repo_id(item)
+        for index, item in enumerate(value):
+            try:
+                _check_repo_id(item)
+            except ValueError as err:
+                raise FieldProblem(str(err), (index,)) from None
         return value
 
     @field_validator("languages")
     @classmethod
     def _language_codes(cls, value: list[str]) -> list[str]:
-        for item in value:
+        for index, item in enumerate(value):
             if not LANGUAGE.match(item):
-                raise ValueError(f"{item!r} is not an ISO 639 language code such as en or zh")
+                raise FieldProblem(f"{item!r} is not an ISO 639 language code such as en or zh", (index,))
         return value
 
     @field_validator("prompt_template")
@@ -130,15 +150,19 @@ class Model(StrictModel):
         if value.strip().lower() in prompts.NAMED_TEMPLATES:
             return value.strip().lower()
         if "{" not in value:
+            close = difflib.get_close_matches(value.strip().lower(), prompts.NAMED_TEMPLATES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
             names = ", ".join(prompts.NAMED_TEMPLATES)
-            raise ValueError(f"unknown prompt template {value!r}: name one of {names}, or write text with {{prompt}}")
+            raise ValueError(
+                f"unknown prompt template {value!r}{hint}; name one of {names}, or write text with {{prompt}}"
+            )
         prompts.check_template(value)
         return value
 
     @model_validator(mode="after")
     def _other_license_needs_name(self) -> Model:
         if self.license == "other" and not (self.license_name and self.license_link):
-            raise ValueError("license: other needs license_name and license_link")
+            raise FieldProblem("license 'other' needs license_name and license_link as well", ("license",))
         return self
 
     @property
@@ -168,11 +192,11 @@ class Quantize(StrictModel):
     @field_validator("types")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
-        seen: set[str] = set()
-        for name in value:
+        seen: dict[str, int] = {}
+        for index, name in enumerate(value):
             if name in seen:
-                raise ValueError(f"{name} is listed twice")
-            seen.add(name)
+                raise FieldProblem(f"{name} is listed twice (also at types[{seen[name]}])", (index,))
+            seen[name] = index
         return value
 
     @field_validator("basename")
@@ -296,10 +320,13 @@ class Publish(StrictModel):
     @field_validator("branches")
     @classmethod
     def _distinct_branches(cls, value: list[Branch]) -> list[Branch]:
-        names = [b.name for b in value]
-        for name in names:
-            if names.count(name) > 1:
-                raise ValueError(f"branch {name!r} is declared twice")
+        seen: dict[str, int] = {}
+        for index, branch in enumerate(value):
+            if branch.name in seen:
+                raise FieldProblem(
+                    f"branch {branch.name!r} is declared twice (also at branches[{seen[branch.name]}])", (index, "name")
+                )
+            seen[branch.name] = index
         return value
 
 
@@ -327,15 +354,19 @@ class Recipe(StrictModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
         built = set(self.quantize.types)
-        for branch in self.publish.branches:
-            missing = [t for t in branch.types if t not in built]
-            if missing:
-                raise ValueError(f"publish.branches: branch {branch.name!r} names {missing[0]}, which quantize.types does not build")
-        for prompt in self.smoke.prompts:
-            for expectation in prompt.expectations():
-                missing = [t for t in expectation.types or [] if t not in built]
-                if missing:
-                    raise ValueError(f"smoke.prompts: an expectation names {missing[0]}, which quantize.types does not build")
+        where: tuple[int | str, ...]
+        for b, branch in enumerate(self.publish.branches):
+            for t, name in enumerate(branch.types):
+                if name not in built:
+                    where = ("publish", "branches", b, "types", t)
+                    raise FieldProblem(f"{name} is not built: add it to quantize.types or drop it here", where)
+        for p, prompt in enumerate(self.smoke.prompts):
+            # the expect_contains shorthand never names types, so indexes into prompt.expect suffice
+            for e, expectation in enumerate(prompt.expect):
+                for t, name in enumerate(expectation.types or []):
+                    if name not in built:
+                        where = ("smoke", "prompts", p, "expect", e, "types", t)
+                        raise FieldProblem(f"{name} is not built: add it to quantize.types or drop it here", where)
         return self
 
     @property
@@ -387,13 +418,25 @@ def slug(text: str, sep: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class _NoDuplicatesLoader(yaml.SafeLoader):
-    """SafeLoader composing nodes only; duplicate keys and alias bombs are checked on the tree."""
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose construction errors carry the offending node's position."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as err:  # e.g. `!!int abc` or a date like 2024-13-01
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r} ({err})", node.start_mark
+            ) from None
+
+
+_KEY_KINDS = {"int": "an integer", "float": "a number", "bool": "a boolean", "null": "null", "timestamp": "a date"}
 
 
 def _read_text(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RECIPE_BYTES + 1)  # bounded: never slurp a huge file or a device
     except FileNotFoundError:
         raise RecipeError([f"{path}: no such file"]) from None
     except IsADirectoryError:
@@ -401,24 +444,44 @@ def _read_text(path: Path) -> str:
     except OSError as err:
         raise RecipeError([f"{path}: cannot read ({err.strerror})"]) from None
     if len(raw) > MAX_RECIPE_BYTES:
-        raise RecipeError([f"{path}: {len(raw)} bytes is too large for a recipe (limit {MAX_RECIPE_BYTES})"])
+        raise RecipeError([f"{path}: more than {MAX_RECIPE_BYTES} bytes, too large for a recipe"])
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise RecipeError([f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"]) from None
+        column = err.start - raw.rfind(b"\n", 0, err.start)
+        byte = raw[err.start]
+        raise RecipeError(
+            [f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x} in column {column}); save the file as UTF-8"]
+        ) from None
+
+
+def _yaml_problem(path: Path, err: yaml.YAMLError) -> str:
+    """One line for a PyYAML error, with the line it points at when it has one."""
+    if isinstance(err, yaml.reader.ReaderError):
+        return f"{path}: character U+{err.character:04X} is not allowed in YAML"
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        label = "YAML error" if isinstance(err, yaml.constructor.ConstructorError) else "YAML syntax error"
+        problem = err.problem or err.context or "invalid YAML"
+        if err.context and problem.startswith("but "):  # "expected a single document ..., but found another"
+            problem = f"{err.context}, {problem}"
+        return f"{path}{line}: {label}: {problem}"
+    return f"{path}: YAML error: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
 
 
 def _compose(path: Path, text: str) -> yaml.Node:
     try:
-        node = yaml.compose(text, Loader=_NoDuplicatesLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        problem = err.problem or err.context or "invalid YAML"
-        raise RecipeError([f"{path}{line}: YAML syntax error: {problem}"]) from None
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.reader.ReaderError as err:
+        line = text[: err.position].count("\n") + 1
+        raise RecipeError([f"{path}:{line}: character U+{err.character:04X} is not allowed in YAML"]) from None
     except yaml.YAMLError as err:
-        raise RecipeError([f"{path}: YAML error: {err}"]) from None
+        raise RecipeError([_yaml_problem(path, err)]) from None
+    except RecursionError:  # PyYAML composes recursively: thousands of nested [ or {
+        raise RecipeError([f"{path}: nesting is too deep for a recipe"]) from None
     if node is None:
         raise RecipeError([f"{path}: the file is empty; a recipe needs source, model, quantize, card and publish"])
     if not isinstance(node, yaml.MappingNode):
@@ -428,72 +491,73 @@ def _compose(path: Path, text: str) -> yaml.Node:
 
 
 def _check_tree(path: Path, root: yaml.Node) -> None:
-    """Refuse duplicate keys and alias expansions that would blow up (billion laughs)."""
+    """Refuse keys that are not names, duplicate keys and alias expansions that blow up (billion laughs)."""
     sizes: dict[int, int] = {}
+
+    def fail(node: yaml.Node, message: str) -> RecipeError:
+        return RecipeError([f"{path}:{node.start_mark.line + 1}: {message}"])
 
     def expanded(node: yaml.Node, depth: int) -> int:
         if id(node) in sizes:
             return sizes[id(node)]
         if depth > 100:
-            raise RecipeError([f"{path}:{node.start_mark.line + 1}: nesting is too deep"])
+            raise fail(node, "nesting is too deep for a recipe")
         total = 1
         if isinstance(node, yaml.MappingNode):
             seen: dict[str, int] = {}
             for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen and key.value != "<<":
-                        raise RecipeError(
-                            [f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r} (first at line {seen[key.value]})"]
-                        )
-                    seen[key.value] = key.start_mark.line + 1
+                if not isinstance(key, yaml.ScalarNode):
+                    raise fail(key, "a key must be a plain name, not a list or mapping")
+                if key.tag.endswith(":merge"):  # `<<: *alias`
+                    pass
+                elif not key.tag.endswith(":str"):
+                    kind = _KEY_KINDS.get(key.tag.rsplit(":", 1)[-1], "not text")
+                    raise fail(key, f"key {key.value!r} is not a name (YAML reads it as {kind})")
+                elif key.value in seen:
+                    raise fail(key, f"duplicate key {key.value!r} (first at line {seen[key.value]})")
+                seen[key.value] = key.start_mark.line + 1
                 total += expanded(key, depth + 1) + expanded(value, depth + 1)
         elif isinstance(node, yaml.SequenceNode):
             for item in node.value:
                 total += expanded(item, depth + 1)
         sizes[id(node)] = total
         if total > MAX_EXPANDED_NODES:
-            raise RecipeError([f"{path}: aliases expand to more than {MAX_EXPANDED_NODES} values; refusing (alias bomb?)"])
+            raise fail(node, f"aliases expand to more than {MAX_EXPANDED_NODES} values; refusing (alias bomb?)")
         return total
 
     expanded(root, 0)
 
 
-def _line_of(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
-    """The 1-based YAML line of the value at pydantic location ``loc`` (or of its nearest parent)."""
-    node = root
+def _construct(path: Path, root: yaml.Node) -> Any:
+    """Python values from a composed (and checked) tree."""
+    loader = _Loader("")
+    try:
+        return loader.construct_document(root)
+    except yaml.YAMLError as err:
+        raise RecipeError([_yaml_problem(path, err)]) from None
+    finally:
+        loader.dispose()
+
+
+def _locate(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
+    """The 1-based line of what ``loc`` names, or of its nearest ancestor present in the file.
+
+    A mapping value is placed on its key's line, a list item where the item starts; so an unknown
+    key points at itself, a missing key at the key of the mapping that lacks it.
+    """
+    node, line = root, root.start_mark.line + 1
     for part in loc:
-        child = None
         if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == part:
-                    child = value
-                    if not isinstance(value, yaml.MappingNode | yaml.SequenceNode):
-                        child = value
-                    break
-            else:
-                # an unknown key reported by extra="forbid": point at the key itself
-                return node.start_mark.line + 1
+            found = next((kv for kv in node.value if isinstance(kv[0], yaml.ScalarNode) and kv[0].value == part), None)
+            if found is None:
+                break
+            line, node = found[0].start_mark.line + 1, found[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            child = node.value[part]
-        if child is None:
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
             break
-        node = child
-    return node.start_mark.line + 1
-
-
-def _key_line(root: yaml.Node, loc: tuple[int | str, ...]) -> int | None:
-    """Line of the key named by the last element of ``loc`` (for unknown-key errors)."""
-    parent = root
-    for part in loc[:-1]:
-        if isinstance(parent, yaml.MappingNode):
-            parent = next((v for k, v in parent.value if isinstance(k, yaml.ScalarNode) and k.value == part), parent)
-        elif isinstance(parent, yaml.SequenceNode) and isinstance(part, int) and part < len(parent.value):
-            parent = parent.value[part]
-    if isinstance(parent, yaml.MappingNode):
-        for key, _value in parent.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == loc[-1]:
-                return key.start_mark.line + 1
-    return None
+    return line
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -503,50 +567,94 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _message(error: Any) -> str:
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The recipe element class at ``loc`` (list indexes skipped), for did-you-mean hints."""
+    model: type[BaseModel] | None = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        model = None
+        pending: list[Any] = [field.annotation]
+        while pending:  # find the model inside X | None, list[X], Annotated[...]
+            current = pending.pop()
+            if isinstance(current, type) and issubclass(current, BaseModel):
+                model = current
+                break
+            pending.extend(typing.get_args(current))
+    return model
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return "unknown key"
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    return f"unknown key (did you mean {close[0]}?)" if close else f"unknown key; expected one of {', '.join(allowed)}"
+
+
+def _shown(value: Any) -> str:
+    """A value as a YAML author would recognize it, for '(got ...)'."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    if isinstance(value, datetime.date):
+        return f"the date {value.isoformat()}"
+    return repr(value)
+
+
+def _message(error: Any, loc: tuple[int | str, ...]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        return _unknown_key(loc)
     if kind == "missing":
-        return "required field is missing"
+        return "required key is missing"
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if kind in ("value_error", "assertion_error") and ctx_error is not None:
+        return str(ctx_error)  # our own wording, without pydantic's "Value error, " prefix
     msg = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        got = error.get("input")
-        shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__.replace("dict", "mapping")
-        msg = f"{msg[0].lower()}{msg[1:]} (got {shown})"
-    return msg
+    msg = re.sub(r"a valid dictionary( or instance of \w+)?", "a mapping of keys", msg)
+    msg = re.sub(r",? (unable to .*|got a number with .*|after validation.*)$", "", msg)
+    msg = msg[:1].lower() + msg[1:]
+    got = error.get("input")
+    hint = "; put it in quotes to make it text" if kind == "string_type" and not isinstance(got, dict | list) else ""
+    if got is None and hint:
+        hint = ""
+    return f"{msg} (got {_shown(got)}{hint})"
+
+
+_PYDANTIC_TAG = re.compile(r"^[a-z][a-z-]*\[.*\]$")
 
 
 def _strip_model_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # pydantic inserts function names for Annotated validators, e.g. 'function-before[...]'
-    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    # pydantic may insert validator or union tags such as 'function-before[_quant_name(), str]'
+    return tuple(p for p in loc if not (isinstance(p, str) and _PYDANTIC_TAG.match(p) and "(" in p))
 
 
 def _format_errors(path: Path, root: yaml.Node, err: ValidationError) -> list[str]:
-    problems = []
+    """One line per problem, in the order of the file."""
+    problems: list[tuple[int, str]] = []
     for error in err.errors():
         loc = _strip_model_tags(tuple(error["loc"]))
-        if error["type"] == "extra_forbidden":
-            line = _key_line(root, loc) or _line_of(root, loc[:-1])
-        elif error["type"] == "missing":
-            line = _line_of(root, loc[:-1])
-        else:
-            line = _line_of(root, loc)
-        problems.append(f"{path}:{line}: {_dotted(loc)}: {_message(error)}")
-    return problems
+        ctx_error = (error.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, FieldProblem):
+            loc += ctx_error.at
+        line = _locate(root, loc)
+        problems.append((line, f"{path}:{line}: {_dotted(loc)}: {_message(error, loc)}"))
+    return [text for _line, text in sorted(problems, key=lambda p: p[0])]
 
 
 def parse_recipe(text: str, path: Path) -> Recipe:
     """Validate recipe ``text`` as if read from ``path`` (used for messages and relative paths)."""
     root = _compose(path, text)
     _check_tree(path, root)
-    try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
-    except yaml.YAMLError as err:  # e.g. a tag SafeLoader cannot construct
-        raise RecipeError([f"{path}: YAML error: {str(err).splitlines()[0]}"]) from None
+    data = _construct(path, root)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:

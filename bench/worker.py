@@ -1,0 +1,268 @@
+"""The child side of each measurement: ``python -m bench.worker TASK ARGS.json REPORT.json``.
+
+Each task runs in a fresh interpreter started by :mod:`bench.proc`, does one piece of work and
+writes a JSON report (its own timing of the work, plus counts). The publisher tasks call the real
+library code (``pipeline.execute``, ``cards.render_card``, the publish API); the ``direct``
+tasks call llama.cpp through llama-cpp-python and never import ``publisher``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+Report = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting what llama.cpp is asked to do (for the smoke stage: loads and logit passes per file)
+# ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def counting_llama() -> Iterator[dict[str, Counter[str]]]:
+    """Count ``Llama`` loads by kind and evaluated tokens, per model file, while the block runs.
+
+    The real methods run; they are wrapped, not replaced. Kinds: ``vocab`` (vocab_only),
+    ``logits`` (logits_all, a quality pass) and ``generate`` (everything else).
+    """
+    import llama_cpp
+
+    counts: dict[str, Counter[str]] = {}
+    original_init: Callable[..., None] = llama_cpp.Llama.__init__
+    original_eval: Callable[..., None] = llama_cpp.Llama.eval
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        path = Path(str(kwargs.get("model_path", args[0] if args else "?"))).name
+        kind = "vocab" if kwargs.get("vocab_only") else "logits" if kwargs.get("logits_all") else "generate"
+        counts.setdefault(path, Counter())[f"load_{kind}"] += 1
+        original_init(self, *args, **kwargs)
+
+    def evaluate(self: Any, tokens: Any) -> None:
+        counts.setdefault(Path(self.model_path).name, Counter())["eval_tokens"] += len(tokens)
+        original_eval(self, tokens)
+
+    llama_cpp.Llama.__init__ = init  # type: ignore[method-assign]
+    llama_cpp.Llama.eval = evaluate  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        llama_cpp.Llama.__init__ = original_init  # type: ignore[method-assign]
+        llama_cpp.Llama.eval = original_eval  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------------------
+# publisher side
+# ---------------------------------------------------------------------------------------------
+
+
+def task_build(args: Report) -> Report:
+    """``pipeline.execute`` (what ``publisher build`` runs) with the given stage selection."""
+    from rich.console import Console
+
+    from publisher import pipeline
+    from publisher.recipe import load_recipe
+
+    recipe = load_recipe(Path(args["recipe"]))
+    console = Console(file=sys.stderr, width=120)
+    with counting_llama() as counts:
+        started = time.perf_counter()
+        result = pipeline.execute(
+            recipe,
+            Path(args["workdir"]),
+            stages=args.get("stages"),
+            force=args.get("force", []),
+            only_types=args.get("only"),
+            console=console,
+        )
+        work_s = time.perf_counter() - started
+    return {
+        "work_s": work_s,
+        "stages": [{"name": s.name, "status": s.status, "seconds": s.seconds} for s in result.stages],
+        "failed": [a.quant_type for a in result.failures()],
+        "llama": {path: dict(c) for path, c in counts.items()},
+    }
+
+
+def task_card_render(args: Report) -> Report:
+    """Render the card of a finished build ``repeats`` times (the first render includes template compilation)."""
+    from publisher import cards
+    from publisher.manifest import load_manifest
+    from publisher.recipe import load_recipe
+
+    recipe = load_recipe(Path(args["recipe"]))
+    manifest = load_manifest(Path(args["build_dir"]))
+    times = []
+    size = 0
+    for _ in range(int(args["repeats"])):
+        started = time.perf_counter()
+        text = cards.render_card(recipe, manifest)
+        times.append(time.perf_counter() - started)
+        size = len(text.encode())
+    return {"render_s": times, "card_bytes": size}
+
+
+def task_publish_local(args: Report) -> Report:
+    """Publish a finished build to a local target folder; report what the target linked and copied."""
+    from rich.console import Console
+
+    from publisher import publish
+    from publisher.recipe import load_recipe
+    from publisher.targets.local import LocalTarget
+
+    recipe = load_recipe(Path(args["recipe"]))
+    target = LocalTarget(Path(args["hub_dir"]))
+    started = time.perf_counter()
+    result = publish.publish(recipe, workdir=Path(args["workdir"]), target=target, console=Console(file=sys.stderr))
+    work_s = time.perf_counter() - started
+    assert isinstance(result, publish.PublishResult)
+    files = [f.file for branch in result.plan.branches for f in branch.files]
+    return {
+        "work_s": work_s,
+        "files": {f.path_in_repo: f.size for f in files},
+        "published_bytes": sum(f.size for f in files),
+        "bytes_copied": target.bytes_copied,
+        "bytes_linked": target.bytes_linked,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# llama.cpp run directly
+# ---------------------------------------------------------------------------------------------
+
+
+def task_quantize_direct(args: Report) -> Report:
+    """A bare loop of ``llama_model_quantize`` over the given ftypes."""
+    import llama_cpp
+
+    seconds = {}
+    started = time.perf_counter()
+    for name, ftype in args["types"].items():
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = int(ftype)
+        params.nthread = int(args["nthread"])
+        out = Path(args["out_dir"]) / f"direct.{name}.gguf"
+        begun = time.perf_counter()
+        rc = llama_cpp.llama_model_quantize(args["reference"].encode(), str(out).encode(), ctypes.byref(params))
+        if rc != 0:
+            raise SystemExit(f"llama_model_quantize {name} returned {rc}")
+        seconds[name] = time.perf_counter() - begun
+    return {"work_s": time.perf_counter() - started, "per_type_s": seconds}
+
+
+def _log_softmax(x: Any) -> Any:
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def task_smoke_direct(args: Report) -> Report:
+    """The llama.cpp work behind the smoke stage's results, done with llama-cpp-python by hand.
+
+    Per file: a vocab-only load tokenizing the probes, a load answering the prompts greedily,
+    a logits load evaluating the quality chunks. The reference's logits are computed once and
+    each quant's KL divergence is taken against their top ``top_k`` ids.
+    """
+    import llama_cpp
+    import numpy as np
+
+    q = args["quality"]
+    ctx_len, top_k = int(q["context_length"]), int(q["top_k"])
+    first = ctx_len // 2
+    ref_top: list[tuple[Any, Any]] = []
+    chunks: Any = None
+    out: Report = {"files": {}}
+    started = time.perf_counter()
+    with counting_llama() as counts:
+        for path in [args["reference"], *args["quants"]]:
+            vocab = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+            for probe in args["probes"]:
+                vocab.tokenize(probe.encode(), add_bos=False, special=True)
+            vocab.close()
+
+            llm: Any = llama_cpp.Llama(
+                model_path=path, n_ctx=args["n_ctx"], n_gpu_layers=args["gpu_layers"], seed=args["seed"], verbose=False
+            )
+            generated = 0
+            for prompt in args["prompts"]:
+                tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+                llm.reset()
+                for count, token in enumerate(
+                    llm.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0), 1
+                ):
+                    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                        break
+                    llm.detokenize([token])
+                    generated += 1
+                    if count >= args["max_tokens"]:
+                        break
+            llm.close()
+
+            llm = llama_cpp.Llama(
+                model_path=path,
+                n_ctx=ctx_len,
+                n_batch=ctx_len,
+                n_ubatch=ctx_len,
+                logits_all=True,
+                n_gpu_layers=args["gpu_layers"],
+                seed=args["seed"],
+                verbose=False,
+            )
+            if chunks is None:
+                ids = np.asarray(llm.tokenize(q["text"].encode(), add_bos=False, special=False), dtype=np.int32)
+                n = min(int(q["max_chunks"]), len(ids) // ctx_len)
+                chunks = ids[: n * ctx_len].reshape(n, ctx_len).copy()
+                if llm._model.add_bos_token() and llm.token_bos() >= 0:
+                    chunks[:, 0] = llm.token_bos()
+            nll, kl = [], []
+            for index, chunk in enumerate(chunks):
+                llm.reset()
+                llm.eval(chunk.tolist())
+                logp = _log_softmax(llm.scores[first : len(chunk) - 1])
+                nll.append(-logp[np.arange(len(logp)), chunk[first + 1 :]])
+                if path == args["reference"]:
+                    top = np.argpartition(-logp, top_k - 1, axis=-1)[:, :top_k]
+                    ref_top.append((top, np.take_along_axis(logp, top, axis=-1)))
+                else:
+                    top, ref_logp = ref_top[index]
+                    p = np.exp(ref_logp)
+                    kl.append((p * (ref_logp - np.take_along_axis(logp, top, axis=-1))).sum(axis=-1))
+            llm.close()
+            out["files"][Path(path).name] = {
+                "generated_tokens": generated,
+                "perplexity": float(np.exp(np.concatenate(nll).mean())),
+                "kl": float(np.concatenate(kl).mean()) if kl else None,
+            }
+    out["work_s"] = time.perf_counter() - started
+    out["llama"] = {path: dict(c) for path, c in counts.items()}
+    return out
+
+
+TASKS: dict[str, Callable[[Report], Report]] = {
+    "build": task_build,
+    "card-render": task_card_render,
+    "publish-local": task_publish_local,
+    "quantize-direct": task_quantize_direct,
+    "smoke-direct": task_smoke_direct,
+}
+
+
+def main(argv: list[str]) -> None:
+    """Entry point: ``TASK ARGS.json REPORT.json``."""
+    task, args_path, report_path = argv
+    args = json.loads(Path(args_path).read_text(encoding="utf-8"))
+    report = TASKS[task](args)
+    Path(report_path).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

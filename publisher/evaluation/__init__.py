@@ -1,0 +1,17 @@
+"""Trying a GGUF before it is published: smoke test, tokenizer and template parity, quality.
+
+Everything here runs the real llama.cpp through llama-cpp-python; nothing is simulated.
+"""
+
+from publisher.evaluation.parity import template_parity, tokenizer_parity
+from publisher.evaluation.quality import compute_reference_logits, measure_quality
+from publisher.evaluation.smoke import smoke_problems, smoke_test
+
+__all__ = [
+    "compute_reference_logits",
+    "measure_quality",
+    "smoke_problems",
+    "smoke_test",
+    "template_parity",
+    "tokenizer_parity",
+]

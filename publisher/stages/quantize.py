@@ -1,0 +1,202 @@
+"""quantize: llama.cpp's own quantizer makes each selected type from the reference GGUF.
+
+``llama_cpp.llama_model_quantize`` runs in a worker thread (the ctypes call releases the GIL) while
+the main thread shows progress from llama.cpp's per-tensor log lines, which are also kept in
+``logs/quantize-<TYPE>.log``. Each file is written under a hidden temporary name and renamed when
+complete; its size, sha256 and real bits per weight (read from the file's tensor types) are then
+recorded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from publisher import gguf_info, quants
+from publisher.errors import ManifestError, QuantizationError
+from publisher.manifest import Artifact, atomic_path, fingerprint
+from publisher.pipeline import files_match, forget, hash_file, is_current, logs_dir, record
+from publisher.stages import BuildContext, register
+
+_TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
+_FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback")
+_log_lock = threading.Lock()
+
+
+def work_key(quant_type: str) -> str:
+    """The manifest key of one type's quantize record."""
+    return f"quantize/{quant_type}"
+
+
+def settings(ctx: BuildContext, quant_type: str) -> str:
+    """Fingerprint of what makes a quant file: the reference's hash, the type, and the quantizer's version."""
+    ref = ctx.manifest.reference
+    tools = ctx.manifest.tools
+    entry = quants.lookup(quant_type)
+    return fingerprint(
+        "quantize",
+        entry.name,
+        entry.ftype,
+        ref.sha256 if ref else None,
+        tools.get("llama-cpp-python"),
+        tools.get("llama.cpp"),
+    )
+
+
+def artifact_current(ctx: BuildContext, quant_type: str) -> bool:
+    """True when ``quant_type`` is recorded with the current fingerprint and its file still hashes right."""
+    artifact = ctx.manifest.artifacts.get(quant_type)
+    fp = settings(ctx, quant_type)
+    return artifact is not None and artifact.fingerprint == fp and is_current(ctx, work_key(quant_type), fp)
+
+
+class _LlamaLog:
+    """Collect llama.cpp's log lines while a quantization runs (restoring llama-cpp-python's own logger after)."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.lines: list[str] = []
+        self.done = 0
+        self.total: int | None = None
+        self._partial = ""
+        self._callback: Any = None
+
+    def __enter__(self) -> _LlamaLog:
+        import llama_cpp
+
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            self._feed(text.decode("utf-8", errors="replace"))
+
+        self._callback = callback
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        return self
+
+    def _feed(self, text: str) -> None:
+        with _log_lock:
+            self._partial += text
+            *lines, self._partial = self._partial.split("\n")
+            for line in lines:
+                self.lines.append(line)
+                if (match := _TENSOR_LINE.match(line)) is not None:
+                    self.done, self.total = int(match[1]), int(match[2])
+
+    def __exit__(self, *exc: object) -> None:
+        import llama_cpp
+        from llama_cpp import _logger
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        if self._partial:
+            self.lines.append(self._partial)
+        self.log_path.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
+
+    def fallbacks(self) -> str | None:
+        """llama.cpp's note on tensors that needed another block format, if any."""
+        found = next((m for m in map(_FALLBACK.search, self.lines) if m), None)
+        return f"{found[1]} of {found[2]} tensors fell back to another format" if found else None
+
+    def last_error(self) -> str:
+        """The most telling line for a failure."""
+        tell = [ln.strip() for ln in self.lines if "error" in ln.lower() or "failed" in ln.lower()]
+        rest = [ln.strip() for ln in self.lines if ln.strip()]
+        return (tell or rest or ["no output from llama.cpp"])[-1][:300]
+
+
+def quantize_file(ctx: BuildContext, reference: Path, out: Path, quant_type: str, progress: Progress) -> str | None:
+    """Quantize ``reference`` into ``out`` (a temporary path) with llama.cpp; return llama.cpp's fallback note."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = quants.lookup(quant_type).ftype
+    params.nthread = ctx.recipe.quantize.threads or 0  # 0: all cores
+    result: dict[str, int | BaseException] = {}
+
+    def work() -> None:
+        try:
+            result["rc"] = llama_cpp.llama_model_quantize(
+                str(reference).encode(), str(out).encode(), ctypes.byref(params)
+            )
+        except BaseException as err:  # surfaced in the main thread
+            result["error"] = err
+
+    task = progress.add_task(f"quantize {quant_type}", total=None)
+    with _LlamaLog(logs_dir(ctx) / f"quantize-{quant_type}.log") as log:
+        # A daemon thread: Ctrl-C ends the process at once; the unfinished file keeps its temporary name.
+        worker = threading.Thread(target=work, name=f"quantize-{quant_type}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            progress.update(task, completed=log.done, total=log.total)
+        progress.update(task, completed=log.total or 1, total=log.total or 1)
+    if "error" in result:
+        raise QuantizationError(f"quantize {quant_type}: {result['error']}")
+    if result.get("rc") != 0 or not out.is_file() or out.stat().st_size == 0:
+        raise QuantizationError(
+            f"quantize {quant_type}: llama.cpp's quantizer failed ({log.last_error()}); "
+            f"see {log.log_path}; check the type suits this model (llama-quantize --help lists them)"
+        )
+    return log.fallbacks()
+
+
+@register("quantize")
+class QuantizeStage:
+    """Make every selected quant type and record its size, hash and real bits per weight."""
+
+    name = "quantize"
+
+    def is_done(self, ctx: BuildContext) -> bool:
+        """Every selected type is recorded with the current fingerprint and hashes right."""
+        return all(artifact_current(ctx, t) for t in ctx.selected_types())
+
+    def run(self, ctx: BuildContext) -> None:
+        """Quantize the types that are missing, stale or forced."""
+        ref = ctx.manifest.reference
+        if ref is None or not files_match(ctx, {ref.path: ref.sha256}):
+            raise ManifestError(
+                f"{ctx.build_dir}: quantize needs the reference GGUF from the convert stage; run with --stages convert"
+            )
+        reference = ctx.build_dir / ref.path
+        forced = self.name in ctx.forced
+        columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=ctx.console, transient=True) as progress:
+            for quant_type in ctx.selected_types():
+                if not forced and artifact_current(ctx, quant_type):
+                    continue
+                self._one(ctx, reference, quant_type, progress)
+
+    def _one(self, ctx: BuildContext, reference: Path, quant_type: str, progress: Progress) -> None:
+        started = time.perf_counter()
+        # Forget first: a crash from here on leaves no record claiming the old file is current.
+        forget(ctx, work_key(quant_type))
+        ctx.manifest.artifacts.pop(quant_type, None)
+        target = ctx.build_dir / ctx.recipe.artifact_filename(quant_type)
+        with atomic_path(target) as tmp:
+            note = quantize_file(ctx, reference, tmp, quant_type, progress)
+        seconds = time.perf_counter() - started
+        fp = settings(ctx, quant_type)
+        bpw = gguf_info.bits_per_weight(target)
+        ctx.manifest.artifacts[quant_type] = Artifact(
+            quant_type=quant_type,
+            path=target.name,
+            size_bytes=target.stat().st_size,
+            sha256=hash_file(ctx, target),
+            bits_per_weight=bpw,
+            fingerprint=fp,
+        )
+        order = {t: i for i, t in enumerate(ctx.recipe.quantize.types)}
+        ctx.manifest.artifacts = dict(
+            sorted(ctx.manifest.artifacts.items(), key=lambda kv: order.get(kv[0], len(order)))
+        )
+        record(ctx, work_key(quant_type), fp, [target], seconds)
+        nominal = quants.lookup(quant_type).nominal_bpw
+        extra = f"; {note}" if note else ""
+        ctx.console.print(
+            f"quantize: {target.name} {target.stat().st_size / 1e6:.1f} MB, {bpw:.2f} bpw "
+            f"(nominal {nominal:.2f}{extra}) in {seconds:.1f}s"
+        )

@@ -1,0 +1,232 @@
+"""smoke: try the reference and every quant with llama.cpp before anything can be published.
+
+For each GGUF: tokenizer parity against the source tokenizer, template parity of its embedded
+chat template against the recipe's, the recipe's smoke prompts, and quality (perplexity and KL
+divergence against the reference, whose logits are computed once and kept in ``quality/``). The
+checks themselves live in ``publisher.evaluate``; this stage decides what to run, records the
+results and marks each artifact passed or failed with its reasons. Failures are recorded, not
+raised: the pipeline reports them once every artifact has been tried.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from publisher.errors import ManifestError, PublisherError
+from publisher.manifest import Artifact, fingerprint
+from publisher.pipeline import files_match, forget, is_current, record
+from publisher.stages import BuildContext, register
+
+QUALITY_DIR = "quality"
+LOGITS_KEY = "smoke/reference-logits"
+STEPS = 4  # tokenizer, template, prompts, quality
+
+
+def work_key(quant_type: str) -> str:
+    """The manifest key of one artifact's smoke record."""
+    return f"smoke/{quant_type}"
+
+
+def _artifacts(ctx: BuildContext) -> list[Artifact]:
+    """The reference, then the selected quants that exist."""
+    found = [ctx.manifest.reference] if ctx.manifest.reference is not None else []
+    return found + [ctx.manifest.artifacts[t] for t in ctx.selected_types() if t in ctx.manifest.artifacts]
+
+
+def _checks_settings(ctx: BuildContext) -> list[object]:
+    recipe = ctx.recipe
+    source = ctx.manifest.source
+    tools = ctx.manifest.tools
+    return [
+        recipe.smoke.model_dump(mode="json"),
+        recipe.model.prompt_template,
+        recipe.model.system_message,
+        source.files if source else None,
+        [tools.get(k) for k in ("publisher", "llama-cpp-python", "llama.cpp", "tokenizers")],
+    ]
+
+
+def logits_path(ctx: BuildContext) -> Path:
+    """Where the reference logits are kept."""
+    ref = ctx.manifest.reference
+    stem = Path(ref.path).stem if ref else ctx.recipe.basename
+    return ctx.build_dir / QUALITY_DIR / f"{stem}.logits.npy"
+
+
+def _logits_settings(ctx: BuildContext) -> str:
+    ref = ctx.manifest.reference
+    tools = ctx.manifest.tools
+    return fingerprint(
+        "reference-logits",
+        ref.sha256 if ref else None,
+        ctx.recipe.smoke.quality.model_dump(mode="json"),
+        [tools.get(k) for k in ("publisher", "llama-cpp-python", "llama.cpp")],
+    )
+
+
+def settings(ctx: BuildContext, artifact: Artifact) -> str:
+    """Fingerprint of one artifact's checks: its hash, the reference's, the smoke settings and tool versions."""
+    ref = ctx.manifest.reference
+    return fingerprint("smoke", artifact.sha256, ref.sha256 if ref else None, _checks_settings(ctx))
+
+
+def _current(ctx: BuildContext, artifact: Artifact) -> bool:
+    return is_current(ctx, work_key(artifact.quant_type), settings(ctx, artifact))
+
+
+def _store(ctx: BuildContext, artifact: Artifact) -> None:
+    if ctx.manifest.reference is not None and artifact.quant_type == ctx.manifest.reference.quant_type:
+        ctx.manifest.reference = artifact
+    else:
+        ctx.manifest.artifacts[artifact.quant_type] = artifact
+
+
+@register("smoke")
+class SmokeStage:
+    """Check every artifact and mark it passed or failed."""
+
+    name = "smoke"
+
+    def is_done(self, ctx: BuildContext) -> bool:
+        """Every artifact was checked with the current inputs (passed or failed alike)."""
+        arts = _artifacts(ctx)
+        return bool(arts) and len(arts) == 1 + len(ctx.selected_types()) and all(_current(ctx, a) for a in arts)
+
+    def run(self, ctx: BuildContext) -> None:
+        """Run the checks on artifacts whose results are missing or stale."""
+        ref = ctx.manifest.reference
+        if ref is None or not files_match(ctx, {ref.path: ref.sha256}):
+            raise ManifestError(f"{ctx.build_dir}: smoke needs the reference GGUF; run with --stages convert")
+        missing = [t for t in ctx.selected_types() if t not in ctx.manifest.artifacts]
+        if missing:
+            raise ManifestError(f"{ctx.build_dir}: smoke needs {', '.join(missing)}; run with --stages quantize")
+        forced = self.name in ctx.forced
+        todo = [a for a in _artifacts(ctx) if forced or not _current(ctx, a)]
+        if not todo:
+            return
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[step]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=ctx.console, transient=True) as progress:
+            logits = self._reference_logits(ctx, progress, forced)
+            for artifact in todo:
+                self._check(ctx, artifact, logits, progress)
+
+    def _reference_logits(self, ctx: BuildContext, progress: Progress, forced: bool) -> Path | None:
+        """Compute the reference logits once; reuse them while the reference and settings are unchanged."""
+        from publisher import evaluate
+
+        ref = ctx.manifest.reference
+        if ref is None or not ctx.recipe.smoke.quality.enabled:
+            return None
+        out = logits_path(ctx)
+        fp = _logits_settings(ctx)
+        if not forced and is_current(ctx, LOGITS_KEY, fp):
+            return out
+        started = time.perf_counter()
+        forget(ctx, LOGITS_KEY)
+        task = progress.add_task("quality: reference logits", total=None, step=ref.path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Keep the .npy suffix on the temporary name: numpy appends one to names without it.
+        tmp = out.with_name(f".{out.stem}.partial.npy")
+        try:
+            evaluate.compute_reference_logits(ctx.build_dir / ref.path, ctx.recipe, tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        progress.remove_task(task)
+        record(ctx, LOGITS_KEY, fp, [out], time.perf_counter() - started)
+        return out
+
+    def _check(self, ctx: BuildContext, artifact: Artifact, logits: Path | None, progress: Progress) -> None:
+        from publisher import evaluate
+
+        started = time.perf_counter()
+        key = work_key(artifact.quant_type)
+        forget(ctx, key)
+        gguf = ctx.build_dir / artifact.path
+        recipe = ctx.recipe
+        source = ctx.manifest.source
+        task = progress.add_task(f"smoke {artifact.quant_type}", total=STEPS, step="")
+        problems: list[str] = []
+        updates: dict[str, object] = {"smoke": None, "tokenizer": None, "template": None, "quality": None}
+
+        def step(name: str, task_: TaskID = task) -> None:
+            progress.update(task_, step=name)
+
+        if recipe.smoke.tokenizer_parity and source is not None:
+            step("tokenizer parity")
+            try:
+                tok = evaluate.tokenizer_parity(gguf, Path(source.path), recipe)
+                updates["tokenizer"] = tok
+                if not tok.passed:
+                    detail = tok.first_mismatch or f"{tok.mismatches} of {tok.probes} probes differ"
+                    problems.append(f"tokenizer parity: {detail}")
+            except PublisherError as err:
+                problems.append(f"tokenizer parity: {err}")
+        progress.advance(task)
+
+        step("template parity")
+        try:
+            template = evaluate.template_parity(gguf, recipe)
+            updates["template"] = template
+            if template.checked and template.matches is False:
+                ctx.console.print(
+                    f"[yellow]note:[/yellow] {escape(artifact.path)}: the GGUF's chat template renders differently "
+                    f"from the recipe's prompt template ({escape(template.difference or 'no detail')})",
+                    highlight=False,
+                )
+        except PublisherError as err:
+            problems.append(f"template parity: {err}")
+        progress.advance(task)
+
+        step("prompts")
+        try:
+            smoke = evaluate.smoke_test(gguf, recipe, artifact.quant_type)
+            updates["smoke"] = smoke
+            if not smoke.passed:
+                found = [p for a in smoke.answers for p in a.problems]
+                problems.extend(f"smoke: {p}" for p in found or ["the smoke test failed"])
+        except PublisherError as err:
+            problems.append(f"smoke: {err}")
+        progress.advance(task)
+
+        if logits is not None:
+            step("quality")
+            try:
+                updates["quality"] = evaluate.measure_quality(gguf, logits, recipe)
+            except PublisherError as err:
+                problems.append(f"quality: {err}")
+        progress.advance(task)
+        progress.remove_task(task)
+
+        updates["status"] = "failed" if problems else "passed"
+        updates["failure"] = "; ".join(problems) if problems else None
+        checked = artifact.model_copy(update=updates)
+        _store(ctx, checked)
+        seconds = time.perf_counter() - started
+        record(ctx, key, settings(ctx, checked), [gguf], seconds)
+        ctx.console.print(_summary(checked, seconds), highlight=False)
+
+
+def _summary(artifact: Artifact, seconds: float) -> str:
+    parts = [
+        f"smoke: {escape(artifact.path)} [{'green' if artifact.status == 'passed' else 'red'}]{artifact.status}[/]"
+    ]
+    if artifact.smoke and artifact.smoke.tokens_per_s:
+        parts.append(f"{artifact.smoke.tokens_per_s:.0f} tok/s")
+    if artifact.quality:
+        parts.append(f"PPL {artifact.quality.perplexity:.2f}")
+        if artifact.quality.kl_divergence is not None:
+            parts.append(f"KLD {artifact.quality.kl_divergence:.4f}")
+    if artifact.failure:
+        parts.append(escape(artifact.failure))
+    return ", ".join(parts) + f" ({seconds:.1f}s)"

@@ -1,0 +1,94 @@
+"""Shared test setup: no test may touch the real Hugging Face cache, token or network.
+
+huggingface_hub reads its environment once, at import, so the variables are set here before any
+test module can import it, and the per-test fixture also patches the already-read constants.
+Subprocesses started by tests inherit the isolated environment.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+_SESSION_HF_HOME = Path(tempfile.mkdtemp(prefix="publisher-tests-hf-"))
+atexit.register(shutil.rmtree, _SESSION_HF_HOME, True)
+os.environ["HF_HOME"] = str(_SESSION_HF_HOME)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
+
+# The machine running the tests is shared and slow at times: no per-example deadline.
+settings.register_profile("publisher", deadline=None)
+settings.load_profile("publisher")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_hf_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Give every test its own empty HF_HOME, no token, offline mode and no telemetry."""
+    hf_home = tmp_path_factory.mktemp("hf_home")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        patched = {
+            "HF_HOME": str(hf_home),
+            "HF_HUB_CACHE": str(hf_home / "hub"),
+            "HUGGINGFACE_HUB_CACHE": str(hf_home / "hub"),
+            "HF_ASSETS_CACHE": str(hf_home / "assets"),
+            "HF_XET_CACHE": str(hf_home / "xet"),
+            "HF_TOKEN_PATH": str(hf_home / "token"),
+            "HF_STORED_TOKENS_PATH": str(hf_home / "stored_tokens"),
+            "HF_HUB_OFFLINE": True,
+            "HF_HUB_DISABLE_TELEMETRY": True,
+        }
+        for name, value in patched.items():
+            if hasattr(constants, name):
+                monkeypatch.setattr(constants, name, value)
+    yield hf_home
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout's root folder (recipes/, templates/, recipe.schema.json live here)."""
+    return REPO_ROOT
+
+
+@pytest.fixture
+def hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift offline mode for a test that talks to a local Hub-like server on 127.0.0.1 (never the real Hub)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_source() -> Path:
+    """The real SmolLM2-135M-Instruct folder from `make setup` (the test is skipped without it)."""
+    from smollm2_models import require_smollm2
+
+    return require_smollm2()
+
+
+@pytest.fixture(scope="session")
+def smollm2_ggufs(smollm2_source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """SmolLM2 converted to F16 and quantized to Q8_0 and Q2_K by llama.cpp, once per session."""
+    from smollm2_models import convert, quantize
+
+    folder = tmp_path_factory.mktemp("smollm2-gguf")
+    f16 = convert(smollm2_source, folder / "smollm2.F16.gguf")
+    return {"F16": f16} | {q: quantize(f16, folder / f"smollm2.{q}.gguf", q) for q in ("Q8_0", "Q2_K")}

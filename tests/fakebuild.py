@@ -1,0 +1,108 @@
+"""Publishable builds without llama.cpp: a small recipe, fake GGUF bytes, a manifest and a card.
+
+Publishing only reads what the build recorded (paths, sizes, sha256, status) and the card, so
+these stand in for a real build in the fast publishing tests.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from publisher.manifest import Artifact, Manifest, save_manifest, sha256_file, write_text_atomic
+from publisher.recipe import Recipe, load_recipe
+
+CARD = """---
+license: apache-2.0
+base_model: example/tiny
+tags:
+- gguf
+---
+# Tiny - GGUF
+
+{body}
+"""
+
+
+def write_recipe(
+    folder: Path,
+    *,
+    name: str = "tiny",
+    repo_id: str = "tester/Tiny-GGUF",
+    types: tuple[str, ...] = ("Q2_K", "Q4_K_M", "Q8_0"),
+    branches: list[dict[str, Any]] | None = None,
+    private: bool = False,
+    target: str = "local",
+) -> Path:
+    """Write a valid recipe for a made-up model and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {
+        "source": {"path": "source"},
+        "model": {"name": "Tiny", "creator": "Example", "license": "apache-2.0", "base_model": "example/tiny"},
+        "quantize": {"types": list(types), "basename": "tiny"},
+        "card": {"profile": {"quantized_by": "tester"}},
+        "publish": {"target": target, "repo_id": repo_id, "private": private, "branches": branches or []},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def gguf_bytes(seed: str, size: int) -> bytes:
+    """Deterministic stand-in bytes for a GGUF file (starts with the GGUF magic)."""
+    rng = random.Random(seed)
+    return b"GGUF" + rng.randbytes(size - 4)
+
+
+def make_build(
+    recipe_path: Path,
+    workdir: Path,
+    *,
+    size: int = 64 * 1024,
+    status: dict[str, str] | None = None,
+    card_body: str = "Files made for the publishing tests.",
+    content_seed: str = "v1",
+) -> tuple[Recipe, Path]:
+    """Write a build of ``recipe_path`` under ``workdir`` as ``publisher build`` would leave it."""
+    recipe = load_recipe(recipe_path)
+    build_dir = workdir / recipe.build_name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = {}
+    for i, quant_type in enumerate(recipe.quantize.types):
+        filename = recipe.artifact_filename(quant_type)
+        path = build_dir / filename
+        if not path.exists():
+            path.write_bytes(gguf_bytes(f"{content_seed}-{quant_type}", size + i * 1024))
+        state = (status or {}).get(quant_type, "passed")
+        artifacts[quant_type] = Artifact(
+            quant_type=quant_type,
+            path=filename,
+            size_bytes=path.stat().st_size,
+            sha256=sha256_file(path),
+            bits_per_weight=4.5,
+            fingerprint="0" * 64,
+            status=state,
+            failure="answer did not contain Paris" if state == "failed" else None,
+        )
+    write_card(build_dir, card_body)
+    manifest = Manifest(
+        build_name=recipe.build_name,
+        recipe_sha256=recipe.fingerprint(),
+        artifacts=artifacts,
+        card={"path": "README.md", "sha256": sha256_file(build_dir / "README.md")},
+    )
+    save_manifest(build_dir, manifest)
+    return recipe, build_dir
+
+
+def write_card(build_dir: Path, body: str) -> None:
+    """Write README.md as the card stage would, and record its hash in the manifest if there is one."""
+    write_text_atomic(build_dir / "README.md", CARD.format(body=body))
+    manifest_path = build_dir / "manifest.json"
+    if manifest_path.exists():
+        manifest = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
+        manifest.card = {"path": "README.md", "sha256": sha256_file(build_dir / "README.md")}
+        save_manifest(build_dir, manifest)
