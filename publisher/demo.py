@@ -123,6 +123,7 @@ def _convert(gguf_path: Path, out: Path) -> None:
     )
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    _restore_digit_splitting(out / "tokenizer.json")
     if not (out / "tokenizer.json").exists() or not (out / "model.safetensors").exists():
         raise SourceError(f"{out}: transformers did not write tokenizer.json and model.safetensors")
     _embed_chat_template(out, tokenizer.chat_template)
@@ -134,6 +135,25 @@ def _clean_config(path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     data.pop("_model_name_or_path", None)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _restore_digit_splitting(path: Path) -> None:
+    """Put back the pre-tokenizer step that splits every number character on its own.
+
+    SmolLM2's own tokenizer.json (and llama.cpp's ``smollm`` pre-tokenizer) runs ``Digits``
+    before ``ByteLevel``; transformers' GGUF tokenizer import drops it, which makes text such as
+    ``10⁻³ ½`` tokenize differently from llama.cpp. Tokenizer parity caught this.
+    """
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
+    tokenizer.save(str(path))
 
 
 def _embed_chat_template(out: Path, template: str | None) -> None:

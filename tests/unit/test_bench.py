@@ -174,6 +174,16 @@ def test_comparison_entry_holds_ratio_range_and_raw_medians() -> None:
     assert entry["stage"]["wall_s"]["runs"] == [11.0, 9.0, 10.0]
 
 
+def test_comparison_entry_with_cpu_time() -> None:
+    wall, cpu = _comparison([20.0, 10.0], [10.0, 10.0]), _comparison([5.0, 5.5], [5.0, 5.0])
+    entry = report.comparison_entry(wall, cpu=cpu)
+    assert entry["wall_ratio"] == 1.5
+    assert entry["cpu_ratio"] == 1.05
+    assert entry["cpu_ratio_range"] == [1.0, 1.1]
+    assert (entry["stage_cpu_s"], entry["direct_cpu_s"]) == (5.25, 5.0)
+    assert "rss_ratio" not in entry
+
+
 def test_headline_is_the_worst_model_and_keeps_every_model() -> None:
     section = full_results()["convert"]
     assert section["model"] == "llama-304m"

@@ -139,6 +139,25 @@ def test_missing_source_tokenizer_is_a_one_line_error(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
+def test_sentencepiece_fallback_without_tokenizer_json(tmp_path: Path) -> None:
+    import io
+
+    import sentencepiece
+
+    lines = [line for line in quality.quality_text(make_recipe()).splitlines() if line.strip()]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=300, model_type="bpe", minloglevel=2
+    )
+    (tmp_path / "tokenizer.model").write_bytes(model.getvalue())
+    source = parity.source_tokenizer(tmp_path)
+    assert source.kind == "tokenizer.model" and not source.parses_special and source.special_tokens() == []
+    ids = source.encode("The lighthouse keeper")
+    assert source.size() == 300 and ids and all(0 <= i < 300 for i in ids)
+    assert "".join(source.piece(i) for i in ids).strip() == "The lighthouse keeper"
+    assert (source.raw(ids[0]) or "").startswith("\u2581")
+
+
 def test_chat_template_rendering_and_difference() -> None:
     chatml_jinja = (
         "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
