@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]benchmark failed:[/] {err}")
         return 1
     print_table(results, console)
+    for error in results["errors"]:
+        console.print(f"[red]{error['section']} on {error['model']} failed:[/] {error['error']}", highlight=False)
     write_results(args.out, results)
     problems = schema_problems(results)
     if problems and set(sections) == set(SECTIONS):

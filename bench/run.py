@@ -391,10 +391,12 @@ def bench_smoke(bench: Bench, subject: Subject) -> dict[str, Any]:
     reference = Path(args["reference"]).name
     warm([Path(args["reference"]), *map(Path, args["quants"])])
     counts: dict[str, Any] = {}
+    calls: dict[str, int] = {}
 
     def publisher() -> tuple[Measured, float, float]:
         m = bench.build(subject, stages=["smoke"], force=["smoke"])
         counts["stage"] = m.report["llama"]
+        calls.update(m.report["evaluate_calls"])
         return _stage(m, "smoke")
 
     def direct() -> tuple[Measured, float, float]:
@@ -403,7 +405,11 @@ def bench_smoke(bench: Bench, subject: Subject) -> dict[str, Any]:
         return m, float(m.report["work_s"]), float(m.report["cpu_s"])
 
     entry = compare(bench, subject, "smoke", publisher, direct)
+    # The reference-logits file is made once per smoke run (and kept across rebuilds); each
+    # logits load of the reference GGUF is one full evaluation of it on the quality text.
+    entry["reference_logits_computed"] = calls.get("compute_reference_logits", 0)
     entry["reference_logit_passes"] = {side: _logit_passes(c, reference) for side, c in counts.items()}
+    entry["evaluate_calls"] = calls
     entry["llama_calls"] = counts
     return entry
 
@@ -420,6 +426,8 @@ def bench_builds(bench: Bench, subject: Subject, rounds: int) -> dict[str, dict[
     full_work, noop_work, card_work, rss = Series(), Series(), Series(), Series()
     stage_s: dict[str, Series] = {}
     ran: dict[str, list[str]] = {}
+    failed: list[str] = []
+    calls: dict[str, dict[str, int]] = {}
     pristine = subject.template.read_text(encoding="utf-8")
     for index in range(rounds):
         shutil.rmtree(subject.build_dir, ignore_errors=True)
@@ -431,6 +439,8 @@ def bench_builds(bench: Bench, subject: Subject, rounds: int) -> dict[str, dict[
         for stage in m.report["stages"]:
             stage_s.setdefault(stage["name"], Series()).add(stage["seconds"])
         ran["full"] = _ran(m)
+        calls["full"] = m.report["evaluate_calls"]
+        failed = list(m.report["failed"])
         bench.note(
             f"{subject.model.key}: full build round {index + 1}: {m.wall_s:.1f}s, {m.peak_rss_bytes / 1e6:.0f} MB"
         )
@@ -438,16 +448,18 @@ def bench_builds(bench: Bench, subject: Subject, rounds: int) -> dict[str, dict[
         noop.add(m.wall_s)
         noop_work.add(m.report["work_s"])
         ran["noop"] = _ran(m)
+        calls["noop"] = m.report["evaluate_calls"]
         bench.note(f"{subject.model.key}: rebuild, nothing changed: {m.wall_s:.2f}s, ran {ran['noop'] or 'nothing'}")
         _edit_template(subject.template, index)
         m = bench.build(subject)
         card.add(m.wall_s)
         card_work.add(m.report["work_s"])
         ran["card"] = _ran(m)
+        calls["card"] = m.report["evaluate_calls"]
         bench.note(f"{subject.model.key}: rebuild, template edited: {m.wall_s:.2f}s, ran {ran['card'] or 'nothing'}")
     subject.template.write_text(pristine, encoding="utf-8")
 
-    def rebuild(series: Series, work: Series, stages: list[str]) -> dict[str, Any]:
+    def rebuild(series: Series, work: Series, stages: list[str], evaluations: dict[str, int]) -> dict[str, Any]:
         per_round = [b / f for b, f in zip(series.values, full.values, strict=True)]
         return {
             "ratio": round(series.median / full.median, 5),
@@ -456,6 +468,7 @@ def bench_builds(bench: Bench, subject: Subject, rounds: int) -> dict[str, dict[
             "full_wall_s": round(full.median, 4),
             "work_ratio": round(work.median / full_work.median, 5),
             "stages_ran": stages,
+            "evaluate_calls": evaluations,  # empty: no model was loaded or evaluated
             "wall": series.summary(),
             "work_s": work.summary(),
         }
@@ -465,12 +478,14 @@ def bench_builds(bench: Bench, subject: Subject, rounds: int) -> dict[str, dict[
             "wall_s": round(full.median, 4),
             "stage_s": {name: round(s.median, 3) for name, s in stage_s.items()},
             "stages_ran": ran["full"],
+            "failed_checks": failed,  # artifacts that failed the smoke checks (the card lists only the others)
+            "evaluate_calls": calls["full"],
             "wall": full.summary(),
             "work_s": full_work.summary(),
             "peak_rss_bytes": rss.summary(0),
         },
-        "rebuild_noop": rebuild(noop, noop_work, ran["noop"]),
-        "rebuild_card_only": rebuild(card, card_work, ran["card"]),
+        "rebuild_noop": rebuild(noop, noop_work, ran["noop"], calls["noop"]),
+        "rebuild_card_only": rebuild(card, card_work, ran["card"], calls["card"]),
         "memory": {"peak_rss_bytes": int(rss.median)},
     }
 
@@ -573,31 +588,44 @@ def run(
     if "demo" in models:
         subjects.append(demo)
     if "large" in models:
-        subjects.append(large_subject(work, demo.types))
+        # Two types, the most used ones, keep the larger model's rounds within the time budget.
+        subjects.append(large_subject(work, ["Q4_K_M", "Q8_0"]))
     by: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def section(name: str, subject: Subject, fn: Callable[[Bench, Subject], dict[str, Any]]) -> None:
+    errors: list[dict[str, str]] = []
+
+    def section(name: str, subject: Subject, fn: Callable[[Bench, Subject], dict[str, Any]]) -> dict[str, Any] | None:
+        """Run one section; a failure is recorded and the run goes on with the next section."""
         bench.note(f"[bold]{name}[/] on {subject.model.key}")
-        by.setdefault(name, {})[subject.model.key] = fn(bench, subject)
+        try:
+            return fn(bench, subject)
+        except BenchError as err:
+            bench.console.print(f"[red]{name} on {subject.model.key} failed:[/] {err}", highlight=False)
+            errors.append({"section": name, "model": subject.model.key, "error": str(err)})
+            return None
+
+    def builds(bench: Bench, subject: Subject) -> dict[str, Any]:
+        return bench_builds(bench, subject, build_rounds if subject is demo else large_build_rounds)
 
     for subject in subjects:
-        if "convert" in sections:
-            section("convert", subject, bench_convert)
-        if "quantize" in sections:
-            section("quantize", subject, bench_quantize)
-        # The smoke comparison runs on the demo model: the random model's answers are noise.
-        if "smoke" in sections and subject is demo:
-            section("smoke", subject, bench_smoke)
+        for name, fn in (("convert", bench_convert), ("quantize", bench_quantize), ("smoke", bench_smoke)):
+            # The smoke comparison runs on the demo model: the random model's answers are noise.
+            if name in sections and (name != "smoke" or subject is demo):
+                entry = section(name, subject, fn)
+                if entry is not None:
+                    by.setdefault(name, {})[subject.model.key] = entry
         if "build" in sections:
-            n = build_rounds if subject is demo else large_build_rounds
-            bench.note(f"[bold]build[/] on {subject.model.key} ({n} rounds)")
-            for key, entry in bench_builds(bench, subject, n).items():
+            found = section("build", subject, builds)
+            for key, entry in (found or {}).items():
                 by.setdefault(key, {})[subject.model.key] = entry
         if subject is demo and "card" in sections:
-            results["card_render"] = bench_card(bench, subject)
+            if (card := section("card", subject, bench_card)) is not None:
+                results["card_render"] = card
         if subject is demo and "publish" in sections:
-            results["publish_local"] = bench_publish(bench, subject)
+            if (published := section("publish", subject, bench_publish)) is not None:
+                results["publish_local"] = published
         results["models"][subject.model.key] = describe_model(subject)
+    results["errors"] = errors
 
     for name, key in (
         ("convert", "wall_ratio"),

@@ -98,6 +98,28 @@ def timing_stages() -> Iterator[dict[str, dict[str, float]]]:
 # ---------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def counting_calls(module: Any, names: tuple[str, ...]) -> Iterator[Counter[str]]:
+    """Count calls of ``module.<name>`` (the real functions run; the attributes are wrapped)."""
+    counts: Counter[str] = Counter()
+    originals = {name: getattr(module, name) for name in names}
+
+    def wrap(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return function(*args, **kwargs)
+
+        return counted
+
+    for name, function in originals.items():
+        setattr(module, name, wrap(name, function))
+    try:
+        yield counts
+    finally:
+        for name, function in originals.items():
+            setattr(module, name, function)
+
+
 def task_build(args: Report) -> Report:
     """``pipeline.execute`` (what ``publisher build`` runs) with the given stage selection."""
     from rich.console import Console
@@ -107,7 +129,10 @@ def task_build(args: Report) -> Report:
 
     recipe = load_recipe(Path(args["recipe"]))
     console = Console(file=sys.stderr, width=120)
-    with counting_llama() as counts, timing_stages() as stage_times:
+    from publisher import evaluate
+
+    evaluations = ("compute_reference_logits", "measure_quality", "smoke_test", "tokenizer_parity", "template_parity")
+    with counting_llama() as counts, timing_stages() as stage_times, counting_calls(evaluate, evaluations) as calls:
         started = time.perf_counter()
         result = pipeline.execute(
             recipe,
@@ -124,6 +149,7 @@ def task_build(args: Report) -> Report:
         "stage_times": stage_times,
         "failed": [a.quant_type for a in result.failures()],
         "llama": {path: dict(c) for path, c in counts.items()},
+        "evaluate_calls": dict(calls),
     }
 
 

@@ -363,6 +363,7 @@ class QualityRow:
     top1_agreement: str
     tokens_per_s: str
     smoke_answer: str
+    checks: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,9 +497,26 @@ def _quality_rows(manifest: Manifest) -> list[QualityRow]:
                 ),
                 tokens_per_s=_fmt(smoke.tokens_per_s if smoke else None, ".1f"),
                 smoke_answer=_shorten(smoke.output) if smoke and smoke.output.strip() else "—",
+                checks=_checks_cell(artifact),
             )
         )
     return rows
+
+
+def _checks_cell(artifact: Artifact) -> str:
+    """Tokenizer parity and advisory expectations, in a few words for the quality table."""
+    parts = []
+    if artifact.tokenizer is not None:
+        tokenizer = artifact.tokenizer
+        parts.append(f"tokenizer parity {tokenizer.probes - tokenizer.mismatches}/{tokenizer.probes} probes")
+    missed = [
+        failure.split(":", 1)[0].removeprefix("the answer ")
+        for answer in (artifact.smoke.answers if artifact.smoke else [])
+        for failure in answer.advisories
+    ]
+    if missed:
+        parts.append("advisory: answer " + ", ".join(dict.fromkeys(missed)))
+    return "; ".join(parts) or "—"
 
 
 def _branch_rows(recipe: Recipe, files: list[FileRow]) -> list[BranchRow]:
@@ -956,6 +974,8 @@ def preview(text: str, console: Any) -> None:
             shown = ", ".join(value)
         elif isinstance(value, str):
             shown = value
+        elif isinstance(value, bool | int | float) or value is None:
+            shown = json.dumps(value)  # YAML would add a '...' document-end line to a bare scalar
         else:
             shown = yaml_dump(value, sort_keys=False).strip()
         table.add_row(str(key), shown)
