@@ -43,7 +43,7 @@ typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 pytest: setup
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 test: setup lint typecheck pytest
 

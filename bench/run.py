@@ -574,6 +574,7 @@ def run(
     from publisher.pipeline import tool_versions
 
     started = time.perf_counter()
+    shutil.rmtree(work / "runs", ignore_errors=True)  # logs of the previous run
     bench = Bench(work=work, rounds=rounds, console=console, build_rounds=build_rounds)
     results: dict[str, Any] = {
         "schema": 1,

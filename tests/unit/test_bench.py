@@ -16,6 +16,7 @@ from bench.models import LlamaSpec
 from bench.proc import BenchError, run_measured
 from bench.run import _edit_template
 from bench.stats import Comparison, Series, alternating, ratio, within
+from bench.worker import counting_calls
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,6 +280,18 @@ def test_template_edit_changes_the_file_but_not_what_it_renders(tmp_path: Path) 
     _edit_template(path, 1)
     assert path.read_bytes() != before
     assert jinja2.Template(path.read_text()).render(title="x").strip() == "# x"
+
+
+def test_counting_calls_counts_and_restores() -> None:
+    import types
+
+    module = types.SimpleNamespace(double=lambda x: 2 * x)
+    original = module.double
+    with counting_calls(module, ("double",)) as counts:
+        assert module.double(3) == 6  # the real function still runs
+        module.double(4)
+    assert counts == {"double": 2}
+    assert module.double is original
 
 
 def test_quick_means_one_round_on_the_demo() -> None:

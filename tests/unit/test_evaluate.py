@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -266,12 +267,20 @@ def test_peak_memory_is_reset_for_each_measurement() -> None:
     first = PeakMemory()
     if not first.exact:
         pytest.skip("/proc/self/clear_refs is not writable here")
-    block = bytearray(64 * 1024 * 1024)
-    block[::4096] = b"x" * len(block[::4096])
-    del block
+    # Fresh anonymous mappings: memory from malloc may reuse pages that are already resident
+    # late in a long test session, and then the RSS would not grow at all.
+    touch_fresh_pages(64 * 1024 * 1024).close()
     big = first.peak_bytes()
     second = PeakMemory()
-    small = bytearray(8 * 1024 * 1024)
-    small[::4096] = b"x" * len(small[::4096])
+    small = touch_fresh_pages(8 * 1024 * 1024)
     assert big is not None and big >= 60 * 1024 * 1024
     assert (second.peak_bytes() or 0) < 32 * 1024 * 1024
+    small.close()
+
+
+def touch_fresh_pages(size: int) -> mmap.mmap:
+    """Map ``size`` bytes of new anonymous memory and write to every page, so all of it is resident."""
+    block = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1
+    return block
