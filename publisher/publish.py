@@ -377,7 +377,7 @@ def print_plan(plan: PublishPlan, console: Console) -> None:
         if branch.uploads:
             console.print(
                 f"commit on {escape(branch.name)}: {escape(plan.title)} "
-                f"({len(branch.uploads)} files, {_size(branch.upload_bytes)})",
+                f"({_count(len(branch.uploads))}, {_size(branch.upload_bytes)})",
                 highlight=False,
             )
             for line in branch.description.splitlines()[:2]:  # the recipe and build lines of the message body
@@ -396,8 +396,12 @@ def print_result(result: PublishResult, console: Console) -> None:
         else:
             console.print(
                 f"{escape(branch.name)}: committed {branch.commit[:12]} "
-                f"({branch.files} files, {_size(branch.bytes)}) to {escape(result.plan.location)}",
+                f"({_count(branch.files)}, {_size(branch.bytes)}) to {escape(result.plan.location)}",
                 highlight=False,
             )
     for note in result.plan.notes:
         console.print(f"note: {escape(note)}", highlight=False)
+
+
+def _count(files: int) -> str:
+    return f"{files} file" if files == 1 else f"{files} files"

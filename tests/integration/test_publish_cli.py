@@ -94,7 +94,7 @@ def test_dry_run_then_publish_then_nothing_to_do(project: Path, cli: Callable[..
     write_card(project / "build" / "tiny", "updated card")
     plan = cli("publish", "recipes/tiny.yaml", "--dry-run", cwd=project)
     assert re.search(r"tiny\.Q2_K\.gguf\s+│\s+65\.5 kB\s+│\s+skip: already present", plan.stdout)
-    assert "commit on main: Publish tiny" in plan.stdout and "(1 files" in plan.stdout
+    assert "commit on main: Publish tiny" in plan.stdout and "(1 file," in plan.stdout
 
 
 def test_hub_dir_option_chooses_the_folder(project: Path, cli: Callable[..., Any]) -> None:
