@@ -292,7 +292,7 @@ def task_smoke_direct(args: Report) -> Report:
                 logp = _log_softmax(llm.scores[first : len(chunk) - 1])
                 nll.append(-logp[np.arange(len(logp)), chunk[first + 1 :]])
                 if path == args["reference"]:
-                    top = np.argpartition(-logp, top_k - 1, axis=-1)[:, :top_k]
+                    top = np.argpartition(-logp, top_k - 1, axis=-1)[:, :top_k].copy()  # not a view of it all
                     ref_top.append((top, np.take_along_axis(logp, top, axis=-1)))
                 else:
                     top, ref_logp = ref_top[index]

@@ -92,3 +92,30 @@ def smollm2_ggufs(smollm2_source: Path, tmp_path_factory: pytest.TempPathFactory
     folder = tmp_path_factory.mktemp("smollm2-gguf")
     f16 = convert(smollm2_source, folder / "smollm2.F16.gguf")
     return {"F16": f16} | {q: quantize(f16, folder / f"smollm2.{q}.gguf", q) for q in ("Q8_0", "Q2_K")}
+
+
+@pytest.fixture(scope="session")
+def published_demo(smollm2_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch project where `publisher build RECIPE --publish` ran once, as `make demo` does.
+
+    Holds build/<build name>/ and hub/; tests that need the real demo build share it.
+    """
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path_factory.mktemp("demo")
+    env = dict(os.environ, COLUMNS="200")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    recipe = root / "recipes" / "smollm2-135m-instruct.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "publisher.cli", "build", str(recipe), "--workdir", "build", "--publish"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return work

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from publisher import cards
 from publisher.manifest import load_manifest, sha256_file
@@ -19,17 +17,10 @@ DEMO_MODEL = REPO_ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct"
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-@pytest.fixture(scope="module")
-def demo_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (DEMO_MODEL / ".complete").exists():
-        pytest.skip(f"the demo model is not materialized at {DEMO_MODEL} (run `make setup`)")
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (run `make setup`)")
-    from publisher import pipeline
-
-    workdir = tmp_path_factory.mktemp("demo-work")
-    result = pipeline.execute(load_recipe(DEMO_RECIPE), workdir, console=Console(quiet=True))
-    return result.build_dir
+@pytest.fixture
+def demo_build(published_demo: Path) -> Path:
+    """The build folder of the demo built once per session (tests/conftest.py)."""
+    return published_demo / "build" / "smollm2-135m-instruct"
 
 
 def test_demo_card_lists_exactly_the_passed_files_with_measured_figures(demo_build: Path) -> None:

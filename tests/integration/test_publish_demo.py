@@ -36,13 +36,10 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo built and published once, from a scratch folder (as `make demo` does from the checkout)."""
-    work = tmp_path_factory.mktemp("demo")
-    done = cli("build", str(RECIPE), "--workdir", "build", "--publish", cwd=work)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return work
+@pytest.fixture
+def demo(published_demo: Path) -> Path:
+    """The demo built and published once per session (tests/conftest.py)."""
+    return published_demo
 
 
 def test_demo_ends_on_main_in_the_local_hub(demo: Path) -> None:
