@@ -3,7 +3,8 @@
 The larger model has random weights (it only has to be the right shape and size for timing and
 memory figures). It is built once with transformers from a fixed seed, saved as bfloat16
 safetensors with the demo model's tokenizer so the converter accepts it, and cached under
-``.cache/bench/``. A marker file records the spec; a different spec regenerates the folder.
+``.cache/bench/``. A marker file records the spec; a different spec regenerates the folder. The
+tokenizer files are copied again whenever the demo model's differ.
 """
 
 from __future__ import annotations
@@ -70,7 +71,18 @@ def generated_model(spec: LlamaSpec = LlamaSpec(), *, cache_dir: Path = CACHE_DI
     marker = dest / MARKER
     if not (marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == wanted):
         _generate(spec, dest)
+    _sync_tokenizer(dest)
     return BenchModel(key, dest, f"Llama {millions}M, random weights (generated)", random_weights=True)
+
+
+def _sync_tokenizer(dest: Path) -> None:
+    """Keep the tokenizer files equal to the demo model's (``make setup`` may have rebuilt those)."""
+    for name in TOKENIZER_FILES:
+        source, target = DEMO_DIR / name, dest / name
+        if source.is_file() and (not target.is_file() or source.read_bytes() != target.read_bytes()):
+            tmp = target.with_name(f".{name}.partial")
+            shutil.copyfile(source, tmp)
+            tmp.replace(target)
 
 
 README = """\

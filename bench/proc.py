@@ -149,6 +149,15 @@ def python() -> str:
     return sys.executable
 
 
+def settle() -> None:
+    """Write every dirty page to disk (untimed, between runs).
+
+    Without it one side's output would still be going to disk while the next side runs, and the
+    side whose output is deleted right away would never pay for writing it at all.
+    """
+    os.sync()
+
+
 def drop_file(path: Path) -> None:
     """Delete ``path`` if present (outputs of one side are removed before the other side runs)."""
     path.unlink(missing_ok=True)

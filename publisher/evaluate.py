@@ -5,11 +5,13 @@
 - ``template_parity(gguf, recipe) -> TemplateResult``
 - ``compute_reference_logits(reference_gguf, recipe, out) -> None`` (once per build)
 - ``measure_quality(gguf, reference_logits, recipe) -> QualityResult``
+- ``reference_quality(reference_logits, recipe) -> QualityResult`` (the reference's own, from its logits)
 """
 
 from publisher.evaluation import (
     compute_reference_logits,
     measure_quality,
+    reference_quality,
     smoke_problems,
     smoke_test,
     template_parity,
@@ -19,6 +21,7 @@ from publisher.evaluation import (
 __all__ = [
     "compute_reference_logits",
     "measure_quality",
+    "reference_quality",
     "smoke_problems",
     "smoke_test",
     "template_parity",

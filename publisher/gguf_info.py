@@ -127,6 +127,11 @@ def tensor_table(path: Path) -> list[TensorEntry]:
                     pos += 12
                     if item in _SCALAR_SIZES:
                         return pos + int(count) * _SCALAR_SIZES[item]
+                    if item == 8:  # strings (vocabulary, merges): a flat loop, ~10x faster than recursing
+                        length = struct.Struct("<Q").unpack_from
+                        for _ in range(count):
+                            pos += 8 + int(length(data, pos)[0])
+                        return pos
                     for _ in range(count):
                         pos = skip_value(item, pos)
                     return pos

@@ -267,6 +267,17 @@ def load_reference_logits(path: Path, recipe: Recipe | None = None) -> Reference
     return ref
 
 
+def reference_quality(reference_logits: Path, recipe: Recipe) -> QualityResult:
+    """The reference's own quality, read from its logits file instead of evaluating it a second time."""
+    ref = load_reference_logits(reference_logits, recipe)
+    return QualityResult(
+        perplexity=round(float(ref.meta["perplexity"]), 4),
+        kl_divergence=0.0,
+        top1_agreement=1.0,
+        tokens=int(ref.meta["positions"]),
+    )
+
+
 def measure_quality(gguf: Path, reference_logits: Path, recipe: Recipe) -> QualityResult:
     """Perplexity of ``gguf`` on the reference's tokens, its mean KL divergence from the reference,
     and the share of scored positions where both models' most likely token agrees."""

@@ -201,8 +201,12 @@ class SmokeStage:
 
         if logits is not None:
             step("quality")
+            ref_type = ctx.manifest.reference.quant_type if ctx.manifest.reference is not None else None
             try:
-                updates["quality"] = evaluate.measure_quality(gguf, logits, recipe)
+                if artifact.quant_type == ref_type:  # its logits are the yardstick: no second evaluation
+                    updates["quality"] = evaluate.reference_quality(logits, recipe)
+                else:
+                    updates["quality"] = evaluate.measure_quality(gguf, logits, recipe)
             except PublisherError as err:
                 problems.append(f"quality: {err}")
         progress.advance(task)

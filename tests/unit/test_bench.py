@@ -294,6 +294,21 @@ def test_counting_calls_counts_and_restores() -> None:
     assert module.double is original
 
 
+def test_generated_model_follows_the_demo_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import models
+
+    demo, dest = tmp_path / "demo", tmp_path / "generated"
+    demo.mkdir()
+    dest.mkdir()
+    (demo / "tokenizer.json").write_text('{"version": 2}')
+    (dest / "tokenizer.json").write_text('{"version": 1}')
+    (dest / "model.safetensors").write_text("weights")
+    monkeypatch.setattr(models, "DEMO_DIR", demo)
+    models._sync_tokenizer(dest)
+    assert (dest / "tokenizer.json").read_text() == '{"version": 2}'
+    assert sorted(p.name for p in dest.iterdir()) == ["model.safetensors", "tokenizer.json"]
+
+
 def test_quick_means_one_round_on_the_demo() -> None:
     args = parse(["--quick"])
     assert (args.rounds, args.build_rounds, args.models) == (1, 1, "demo")
