@@ -1,0 +1,39 @@
+"""The GPU path: smoke tests with layers offloaded. Runs only on a CUDA (or other GPU) build of
+llama-cpp-python with a device present; CI has neither, so it skips there with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from smollm2_models import demo_recipe
+
+from publisher.evaluate import measure_quality, smoke_test
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not llama_cpp.llama_supports_gpu_offload(),
+        reason="this llama-cpp-python build cannot offload to a GPU (see the README's GPU section)",
+    ),
+]
+
+
+def test_offloaded_q8_0_still_knows_paris(smollm2_ggufs: dict[str, Path]) -> None:
+    result = smoke_test(smollm2_ggufs["Q8_0"], demo_recipe(gpu_layers=-1), "Q8_0")
+    assert result.passed, result.answers
+    assert "paris" in result.output.lower()
+
+
+def test_offloading_keeps_quality_within_noise(smollm2_ggufs: dict[str, Path], tmp_path: Path) -> None:
+    from publisher.evaluate import compute_reference_logits
+
+    recipe = demo_recipe(gpu_layers=-1)
+    logits = tmp_path / "reference.npz"
+    compute_reference_logits(smollm2_ggufs["F16"], recipe, logits)
+    quality = measure_quality(smollm2_ggufs["Q8_0"], logits, recipe)
+    assert quality.kl_divergence is not None and quality.kl_divergence < 0.02
+    assert quality.top1_agreement is not None and quality.top1_agreement > 0.9
