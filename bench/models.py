@@ -44,6 +44,25 @@ class LlamaSpec:
         head = 0 if self.tie_word_embeddings else v * h
         return v * h + self.num_hidden_layers * layer + h + head
 
+    def llama_config(self) -> Any:
+        """The transformers ``LlamaConfig`` of this shape (token ids as in SmolLM2's tokenizer)."""
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            vocab_size=self.vocab_size,
+            tie_word_embeddings=self.tie_word_embeddings,
+            max_position_embeddings=2048,
+            rms_norm_eps=1e-5,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+        )
+
 
 @dataclass(frozen=True)
 class BenchModel:
@@ -103,24 +122,11 @@ It produces no meaningful text. The tokenizer is SmolLM2's.
 
 def _generate(spec: LlamaSpec, dest: Path) -> None:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     print(f"generating a {spec.parameters() / 1e6:.0f}M-parameter random Llama at {dest} (once)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    config = LlamaConfig(
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        vocab_size=spec.vocab_size,
-        tie_word_embeddings=spec.tie_word_embeddings,
-        max_position_embeddings=2048,
-        rms_norm_eps=1e-5,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
+    config = spec.llama_config()
     torch.manual_seed(spec.seed)
     model: Any = LlamaForCausalLM(config)
     model.to(dtype=torch.bfloat16)

@@ -327,16 +327,7 @@ def test_spec_parameter_count_matches_transformers() -> None:
         num_key_value_heads=2,
         vocab_size=128,
     )
-    config = transformers.LlamaConfig(
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        vocab_size=spec.vocab_size,
-        tie_word_embeddings=spec.tie_word_embeddings,
-    )
     with torch.device("meta"):
-        model = transformers.LlamaForCausalLM(config)
+        model = transformers.LlamaForCausalLM(spec.llama_config())
     assert spec.parameters() == sum(p.numel() for p in model.parameters())
     assert 250e6 < LlamaSpec().parameters() < 400e6  # "a few hundred million"
