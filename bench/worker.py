@@ -129,7 +129,7 @@ def task_build(args: Report) -> Report:
 
     recipe = load_recipe(Path(args["recipe"]))
     console = Console(file=sys.stderr, width=120)
-    from publisher import evaluate
+    from publisher import evaluation as evaluate
 
     evaluations = ("compute_reference_logits", "measure_quality", "smoke_test", "tokenizer_parity", "template_parity")
     with counting_llama() as counts, timing_stages() as stage_times, counting_calls(evaluate, evaluations) as calls:

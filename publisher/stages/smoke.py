@@ -3,7 +3,7 @@
 For each GGUF: tokenizer parity against the source tokenizer, template parity of its embedded
 chat template against the recipe's, the recipe's smoke prompts, and quality (perplexity and KL
 divergence against the reference, whose logits are computed once and kept in ``quality/``). The
-checks themselves live in ``publisher.evaluate``; this stage decides what to run, records the
+checks themselves live in ``publisher.evaluation``; this stage decides what to run, records the
 results and marks each artifact passed or failed with its reasons. Failures are recorded, not
 raised: the pipeline reports them once every artifact has been tried.
 """
@@ -122,7 +122,7 @@ class SmokeStage:
 
     def _reference_logits(self, ctx: BuildContext, progress: Progress, forced: bool) -> Path | None:
         """Compute the reference logits once; reuse them while the reference and settings are unchanged."""
-        from publisher import evaluate
+        from publisher import evaluation
 
         ref = ctx.manifest.reference
         if ref is None or not ctx.recipe.smoke.quality.enabled:
@@ -138,7 +138,7 @@ class SmokeStage:
         # Keep the .npy suffix on the temporary name: numpy appends one to names without it.
         tmp = out.with_name(f".{out.stem}.partial.npy")
         try:
-            evaluate.compute_reference_logits(ctx.build_dir / ref.path, ctx.recipe, tmp)
+            evaluation.compute_reference_logits(ctx.build_dir / ref.path, ctx.recipe, tmp)
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
@@ -147,7 +147,7 @@ class SmokeStage:
         return out
 
     def _check(self, ctx: BuildContext, artifact: Artifact, logits: Path | None, progress: Progress) -> None:
-        from publisher import evaluate
+        from publisher import evaluation
 
         started = time.perf_counter()
         key = work_key(artifact.quant_type)
@@ -165,7 +165,7 @@ class SmokeStage:
         if recipe.smoke.tokenizer_parity and source is not None:
             step("tokenizer parity")
             try:
-                tok = evaluate.tokenizer_parity(gguf, Path(source.path), recipe)
+                tok = evaluation.tokenizer_parity(gguf, Path(source.path), recipe)
                 updates["tokenizer"] = tok
                 if not tok.passed:
                     detail = tok.first_mismatch or f"{tok.mismatches} of {tok.probes} probes differ"
@@ -176,7 +176,7 @@ class SmokeStage:
 
         step("template parity")
         try:
-            template = evaluate.template_parity(gguf, recipe)
+            template = evaluation.template_parity(gguf, recipe)
             updates["template"] = template
             if template.checked and template.matches is False:
                 ctx.console.print(
@@ -190,7 +190,7 @@ class SmokeStage:
 
         step("prompts")
         try:
-            smoke = evaluate.smoke_test(gguf, recipe, artifact.quant_type)
+            smoke = evaluation.smoke_test(gguf, recipe, artifact.quant_type)
             updates["smoke"] = smoke
             if not smoke.passed:
                 found = [p for a in smoke.answers for p in a.problems]
@@ -204,9 +204,9 @@ class SmokeStage:
             ref_type = ctx.manifest.reference.quant_type if ctx.manifest.reference is not None else None
             try:
                 if artifact.quant_type == ref_type:  # its logits are the yardstick: no second evaluation
-                    updates["quality"] = evaluate.reference_quality(logits, recipe)
+                    updates["quality"] = evaluation.reference_quality(logits, recipe)
                 else:
-                    updates["quality"] = evaluate.measure_quality(gguf, logits, recipe)
+                    updates["quality"] = evaluation.measure_quality(gguf, logits, recipe)
             except PublisherError as err:
                 problems.append(f"quality: {err}")
         progress.advance(task)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from smollm2_models import demo_recipe
 
-from publisher.evaluate import measure_quality, smoke_test
+from publisher.evaluation import measure_quality, smoke_test
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -29,7 +29,7 @@ def test_offloaded_q8_0_still_knows_paris(smollm2_ggufs: dict[str, Path]) -> Non
 
 
 def test_offloading_keeps_quality_within_noise(smollm2_ggufs: dict[str, Path], tmp_path: Path) -> None:
-    from publisher.evaluate import compute_reference_logits
+    from publisher.evaluation import compute_reference_logits
 
     recipe = demo_recipe(gpu_layers=-1)
     logits = tmp_path / "reference.npz"

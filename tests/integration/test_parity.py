@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from smollm2_models import demo_recipe, hide_chat_template, swap_tokens
 
-from publisher.evaluate import template_parity, tokenizer_parity
+from publisher.evaluation import template_parity, tokenizer_parity
 from publisher.evaluation.parity import probe_set, source_tokenizer
 
 pytestmark = pytest.mark.slow

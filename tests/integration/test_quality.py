@@ -8,7 +8,7 @@ import pytest
 from smollm2_models import demo_recipe
 
 from publisher.errors import SmokeTestError
-from publisher.evaluate import compute_reference_logits, measure_quality
+from publisher.evaluation import compute_reference_logits, measure_quality
 from publisher.evaluation.quality import load_reference_logits
 from publisher.manifest import QualityResult, sha256_file
 from publisher.recipe import Recipe

@@ -10,7 +10,7 @@ from smollm2_models import demo_recipe
 
 from publisher import prompts
 from publisher.errors import SmokeTestError
-from publisher.evaluate import smoke_test
+from publisher.evaluation import smoke_test
 from publisher.evaluation._llama import open_model
 from publisher.evaluation.smoke import generate, stop_strings
 

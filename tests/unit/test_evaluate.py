@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from publisher import evaluate, prompts
+from publisher import evaluation as evaluate
+from publisher import prompts
 from publisher.errors import SmokeTestError
 from publisher.evaluation import parity, quality, smoke
 from publisher.evaluation._llama import PeakMemory, open_model
