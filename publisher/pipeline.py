@@ -42,18 +42,14 @@ from publisher.manifest import (
     write_text_atomic,
 )
 from publisher.recipe import Recipe
-from publisher.stages import ORDER, STAGES, BuildContext, get_stage
-
-# Stage modules register themselves on import; card is optional (written separately).
-_BUILTIN_STAGES = ("fetch", "convert", "quantize", "smoke")
-_OPTIONAL_STAGES = ("card",)
+from publisher.stages import ORDER, BuildContext, get_stage
 
 HASH_CACHE_NAME = ".hashes.json"
 LOCK_NAME = ".lock"
 LOGS_DIR = "logs"
 RUN_REPORT_NAME = "last-run.json"
 
-StageStatus = Literal["ran", "skipped", "not selected", "not available", "blocked"]
+StageStatus = Literal["ran", "skipped", "not selected", "blocked"]
 
 
 @dataclass
@@ -258,13 +254,9 @@ def tool_versions() -> dict[str, str]:
 
 
 def load_stages() -> None:
-    """Import the stage modules so they register; an optional one that is absent is skipped."""
-    for name in _BUILTIN_STAGES:
+    """Import every stage module in ``ORDER``; each registers itself on import."""
+    for name in ORDER:
         importlib.import_module(f"publisher.stages.{name}")
-    for name in _OPTIONAL_STAGES:
-        module = f"publisher.stages.{name}"
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
 
 
 def _normalise_types(recipe: Recipe, only_types: Iterable[str] | None) -> frozenset[str] | None:
@@ -379,8 +371,6 @@ def execute(
 def _run_stage(ctx: BuildContext, name: str, selected: set[str]) -> StageRun:
     if name not in selected:
         return StageRun(name, "not selected")
-    if name not in STAGES:
-        return StageRun(name, "not available")
     if name == "card" and not ctx.manifest.passed_artifacts():
         return StageRun(name, "blocked")  # a card needs at least one artifact that passed its checks
     stage = get_stage(name)
