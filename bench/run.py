@@ -220,9 +220,10 @@ def _ran(measured: Measured) -> list[str]:
 
 def prepare(bench: Bench, subject: Subject, upto: str) -> None:
     """Make sure the build has run up to stage ``upto`` (not measured)."""
-    from publisher.stages import ORDER
+    from publisher.stages import ordered_names
 
-    stages = list(ORDER[: ORDER.index(upto) + 1])
+    order = ordered_names()
+    stages = list(order[: order.index(upto) + 1])
     bench.note(f"{subject.model.key}: preparing ({', '.join(stages)})")
     bench.build(subject, stages=stages)
 

@@ -68,10 +68,9 @@ def cpu_seconds() -> float:
 @contextmanager
 def timing_stages() -> Iterator[dict[str, dict[str, float]]]:
     """Wall and CPU seconds of each stage's ``run`` (the real method, wrapped) while the block runs."""
-    from publisher import pipeline
-    from publisher.stages import STAGES
+    from publisher.stages import STAGES, load_stages
 
-    pipeline.load_stages()
+    load_stages()
     times: dict[str, dict[str, float]] = {}
     originals: dict[str, Callable[..., None]] = {}
     for name, factory in STAGES.items():

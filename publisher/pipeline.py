@@ -1,14 +1,14 @@
 """Run a recipe's build stages in order, skipping whatever the manifest proves is already done.
 
-``run_build`` is the library entry point behind ``publisher build``. For each selected stage in
-``stages.ORDER`` it asks the stage whether its recorded fingerprint still matches and its files
+``execute`` is the library entry point behind ``publisher build``. For each selected stage, in
+the order the stages declare, it asks the stage whether its recorded fingerprint still matches and its files
 still hash right; if so the stage is skipped, otherwise it runs and records its outputs. Stage
 work is keyed in ``manifest.stages`` as ``fetch``, ``convert``, ``quantize/<TYPE>``,
 ``smoke/<TYPE>`` and so on, so one quant type can be redone without touching the others.
 
-The helpers here (``hash_file``, ``is_current``, ``record``) are what stages use to decide and
-record; file hashes are cached by (device, inode, size, mtime) in the build folder so a re-run
-does not read multi-gigabyte files again when nothing about them changed.
+The runner knows no stage by name: stages declare their order (``after``), whether they can run
+(``blocked_reason``) and what must hold once their work is current (``finish``). The helpers
+stages decide and record with are methods of ``BuildContext`` (``publisher.stages.context``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import fcntl
 import importlib
 import importlib.util
 import json
-import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -36,17 +35,14 @@ from publisher.errors import PublisherError, SmokeTestError
 from publisher.manifest import (
     Artifact,
     Manifest,
-    StageRecord,
     load_manifest,
-    sha256_file,
     write_text_atomic,
 )
 from publisher.recipe import Recipe
-from publisher.stages import ORDER, BuildContext, get_stage
+from publisher.stages import BuildContext, get_stage, ordered_names
+from publisher.stages.context import LOGS_DIR
 
-HASH_CACHE_NAME = ".hashes.json"
 LOCK_NAME = ".lock"
-LOGS_DIR = "logs"
 RUN_REPORT_NAME = "last-run.json"
 
 StageStatus = Literal["ran", "skipped", "not selected", "blocked"]
@@ -69,109 +65,13 @@ class BuildResult:
     build_dir: Path
     stages: list[StageRun] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def failures(self) -> list[Artifact]:
         """Selected artifacts (the reference included) that failed a check."""
         found = [a for t, a in self.manifest.artifacts.items() if t in self.types and a.status == "failed"]
         ref = self.manifest.reference
         return ([ref] if ref is not None and ref.status == "failed" else []) + found
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers stages use to decide what is done and to record what they did
-# ---------------------------------------------------------------------------------------------
-
-
-class _HashCache:
-    """sha256 of files keyed by path and (device, inode, size, mtime_ns), persisted in the build folder."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: dict[str, dict[str, object]] = {}
-        if path.exists():
-            try:
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-                self.entries = loaded if isinstance(loaded, dict) else {}
-            except ValueError:
-                self.entries = {}  # a damaged cache only costs re-hashing
-
-    @staticmethod
-    def _key(stat: os.stat_result) -> list[int]:
-        return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns]
-
-    def sha256(self, path: Path) -> str:
-        resolved = str(path.resolve())
-        stat = path.stat()
-        entry = self.entries.get(resolved)
-        if entry is not None and entry.get("stat") == self._key(stat) and isinstance(entry.get("sha256"), str):
-            return str(entry["sha256"])
-        digest = sha256_file(path)
-        # Re-stat: only cache when the file did not change while it was read.
-        if self._key(path.stat()) == self._key(stat):
-            self.entries[resolved] = {"stat": self._key(stat), "sha256": digest}
-            write_text_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True) + "\n")
-        return digest
-
-
-_caches: dict[Path, _HashCache] = {}
-
-
-def _cache_for(build_dir: Path) -> _HashCache:
-    key = build_dir.resolve()
-    if key not in _caches:
-        _caches[key] = _HashCache(key / HASH_CACHE_NAME)
-    return _caches[key]
-
-
-def hash_file(ctx: BuildContext, path: Path) -> str:
-    """sha256 of ``path``, read again only when its size, mtime or inode changed since last hashed."""
-    return _cache_for(ctx.build_dir).sha256(path)
-
-
-def files_match(ctx: BuildContext, outputs: dict[str, str], base: Path | None = None) -> bool:
-    """True when every ``relative path -> sha256`` in ``outputs`` exists under ``base`` and hashes right."""
-    root = base or ctx.build_dir
-    for rel, digest in outputs.items():
-        path = root / rel
-        if not path.is_file() or hash_file(ctx, path) != digest:
-            return False
-    return True
-
-
-def is_current(ctx: BuildContext, key: str, fingerprint: str) -> bool:
-    """True when work ``key`` is recorded with this fingerprint and its outputs still hash right."""
-    record_ = ctx.manifest.stages.get(key)
-    return record_ is not None and record_.fingerprint == fingerprint and files_match(ctx, record_.outputs)
-
-
-def record(ctx: BuildContext, key: str, fingerprint: str, outputs: Iterable[Path], seconds: float) -> None:
-    """Record finished work ``key`` with the sha256 of each output file, then save the manifest."""
-    hashed = {str(p.relative_to(ctx.build_dir)): hash_file(ctx, p) for p in outputs}
-    ctx.manifest.stages[key] = StageRecord(
-        fingerprint=fingerprint,
-        outputs=hashed,
-        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        seconds=round(seconds, 3),
-    )
-    ctx.save()
-
-
-def forget(ctx: BuildContext, key: str) -> None:
-    """Drop the record of work ``key`` (before redoing it, so a crash cannot leave a stale claim)."""
-    if ctx.manifest.stages.pop(key, None) is not None:
-        ctx.save()
-
-
-def logs_dir(ctx: BuildContext) -> Path:
-    """The build's log folder, created on demand."""
-    path = ctx.build_dir / LOGS_DIR
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def artifact_types(ctx: BuildContext) -> list[str]:
-    """The quant types this run works on."""
-    return ctx.selected_types()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,12 +153,6 @@ def tool_versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_stages() -> None:
-    """Import every stage module in ``ORDER``; each registers itself on import."""
-    for name in ORDER:
-        importlib.import_module(f"publisher.stages.{name}")
-
-
 def _normalise_types(recipe: Recipe, only_types: Iterable[str] | None) -> frozenset[str] | None:
     if only_types is None:
         return None
@@ -275,11 +169,11 @@ def _normalise_types(recipe: Recipe, only_types: Iterable[str] | None) -> frozen
     return frozenset(chosen) if chosen else None
 
 
-def _check_stage_names(names: Iterable[str], option: str) -> list[str]:
+def _check_stage_names(names: Iterable[str], option: str, order: tuple[str, ...]) -> list[str]:
     checked = []
     for name in names:
-        if name not in ORDER:
-            raise PublisherError(f"{option} {name}: unknown stage (stages: {', '.join(ORDER)})")
+        if name not in order:
+            raise PublisherError(f"{option} {name}: unknown stage (stages: {', '.join(order)})")
         checked.append(name)
     return checked
 
@@ -332,10 +226,10 @@ def execute(
     source_dir: Path | None = None,
     console: Console | None = None,
 ) -> BuildResult:
-    """Run the build and record everything; failed artifacts are recorded, not raised (see ``run_build``)."""
-    load_stages()
-    forced = _check_stage_names(force, "--force")
-    selected = set(_check_stage_names(stages, "--stages") if stages is not None else ORDER) | set(forced)
+    """Run the build and record everything; failed artifacts are recorded, not raised (see ``check_failures``)."""
+    order = ordered_names()
+    forced = _check_stage_names(force, "--force", order)
+    selected = set(_check_stage_names(stages, "--stages", order) if stages is not None else order) | set(forced)
     build_dir = workdir / recipe.build_name
     with _locked(build_dir):
         for path in _remove_partials(build_dir):
@@ -356,29 +250,32 @@ def execute(
             ctx.console = console
         ctx.save()
         runs: list[StageRun] = []
-        for name in ORDER:
+        problems: list[str] = []
+        for name in order:
             runs.append(_run_stage(ctx, name, selected))
-            if name == "fetch":
-                # Once the source is known, and before anything large is written.
-                from publisher.stages.fetch import check_build_disk
-
-                check_build_disk(ctx)
-        result = BuildResult(manifest=ctx.manifest, build_dir=build_dir, stages=runs, types=ctx.selected_types())
+            if name in selected:
+                problems.extend(get_stage(name).problems(ctx))
+        result = BuildResult(
+            manifest=ctx.manifest, build_dir=build_dir, stages=runs, types=ctx.selected_types(), problems=problems
+        )
         _write_run_report(result)
         return result
 
 
 def _run_stage(ctx: BuildContext, name: str, selected: set[str]) -> StageRun:
-    if name not in selected:
-        return StageRun(name, "not selected")
-    if name == "card" and not ctx.manifest.passed_artifacts():
-        return StageRun(name, "blocked")  # a card needs at least one artifact that passed its checks
     stage = get_stage(name)
+    if name not in selected:
+        stage.finish(ctx)
+        return StageRun(name, "not selected")
+    if stage.blocked_reason(ctx) is not None:
+        return StageRun(name, "blocked")
     if name not in ctx.forced and stage.is_done(ctx):
+        stage.finish(ctx)
         return StageRun(name, "skipped")
     started = time.perf_counter()
     stage.run(ctx)
     ctx.save()
+    stage.finish(ctx)
     return StageRun(name, "ran", round(time.perf_counter() - started, 3))
 
 
@@ -432,29 +329,8 @@ def stage_line(result: BuildResult) -> str:
 
 
 def check_failures(result: BuildResult) -> None:
-    """Raise ``SmokeTestError`` naming each failed artifact and why (one line each)."""
-    failed = result.failures()
-    if failed:
-        lines = [f"{a.path}: {a.quant_type} failed: {a.failure or 'see manifest.json'}" for a in failed]
+    """Raise ``SmokeTestError`` naming each failed artifact and each problem a stage left (one line each)."""
+    lines = [f"{a.path}: {a.quant_type} failed: {a.failure or 'see manifest.json'}" for a in result.failures()]
+    lines += result.problems
+    if lines:
         raise SmokeTestError("\n".join(lines))
-
-
-def run_build(
-    recipe: Recipe,
-    workdir: Path,
-    *,
-    only_types: Iterable[str] | None = None,
-    stages: Iterable[str] | None = None,
-    force: Iterable[str] = (),
-    source_dir: Path | None = None,
-    console: Console | None = None,
-) -> Manifest:
-    """Build ``recipe`` under ``workdir/<build name>`` and return its manifest.
-
-    Everything is recorded before ``SmokeTestError`` is raised for artifacts that failed a check.
-    """
-    result = execute(
-        recipe, workdir, only_types=only_types, stages=stages, force=force, source_dir=source_dir, console=console
-    )
-    check_failures(result)
-    return result.manifest

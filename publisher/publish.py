@@ -114,10 +114,9 @@ def _verify(build_dir: Path, manifest: Manifest, artifact: Artifact, recipe: Rec
         raise PublishError(f"{path}: missing, though the manifest lists it; run `publisher build` again")
     if path.stat().st_size != artifact.size_bytes:
         raise PublishError(f"{path}: size changed since it was tested; run `publisher build` again")
-    from publisher.pipeline import hash_file  # cached by inode, size and mtime, shared with the build
-    from publisher.stages import BuildContext
+    from publisher.hashes import cache_for  # cached by inode, size and mtime, shared with the build
 
-    if hash_file(BuildContext(recipe=recipe, build_dir=build_dir, manifest=manifest), path) != artifact.sha256:
+    if cache_for(build_dir).sha256(path) != artifact.sha256:
         raise PublishError(f"{path}: content changed since it was tested (sha256 differs); run `publisher build` again")
     return path
 
@@ -138,6 +137,14 @@ def load_publishable(recipe: Recipe, build_dir: Path) -> tuple[Manifest, list[Ar
     passed = manifest.passed_artifacts()
     if not passed:
         raise PublishError(f"{build_dir}: no artifact has passed its smoke tests; run `publisher build {where}` first")
+    untested = [
+        t for t in recipe.quantize.types if t not in manifest.artifacts or manifest.artifacts[t].status != "passed"
+    ]
+    if untested:
+        raise PublishError(
+            f"{build_dir}: refusing to publish, {', '.join(untested)} in quantize.types "
+            f"{'has' if len(untested) == 1 else 'have'} not been built and tested; run `publisher build {where}` first"
+        )
     card = build_dir / str(manifest.card.get("path") or CARD_FILE)
     if not card.is_file():
         raise PublishError(f"{card}: no model card; run `publisher card {where}` or `publisher build {where}`")
@@ -164,8 +171,7 @@ def _split_now(recipe: Recipe, build_dir: Path, manifest: Manifest, artifacts: l
             artifact.shards = shards
             changed = True
     if changed:
-        from publisher.pipeline import load_stages
-        from publisher.stages import BuildContext, get_stage
+        from publisher.stages import BuildContext, get_stage, load_stages
 
         save_manifest(build_dir, manifest)
         load_stages()

@@ -1,74 +1,93 @@
 """Build stages behind an explicit registry.
 
 A stage reads the manifest and the files it names, writes its own outputs, records them in the
-manifest with a fingerprint of its inputs, and touches nothing else. The pipeline runs the
-registered stages in ``ORDER`` and skips a stage whose ``is_done`` proves its work finished.
+manifest with a fingerprint of its inputs, and touches nothing else. Each stage declares the
+stages it runs ``after``; the pipeline runs them in that order (``ordered_names``) and skips a
+stage whose ``is_done`` proves its work finished. The pipeline knows no stage by name.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
-from rich.console import Console
+from publisher.stages.context import BuildContext
 
-from publisher.manifest import Manifest, save_manifest
-from publisher.recipe import Recipe
+__all__ = [
+    "BUILTIN_MODULES",
+    "STAGES",
+    "BuildContext",
+    "Stage",
+    "get_stage",
+    "load_stages",
+    "ordered_names",
+    "register",
+]
 
-ORDER = ("fetch", "convert", "quantize", "smoke", "card")
-
-
-@dataclass
-class BuildContext:
-    """Everything a stage may read or write during one build."""
-
-    recipe: Recipe
-    build_dir: Path
-    manifest: Manifest
-    source_dir_override: Path | None = None
-    only_types: frozenset[str] | None = None
-    forced: frozenset[str] = frozenset()
-    console: Console = field(default_factory=lambda: Console(stderr=True))
-
-    def save(self) -> None:
-        """Write the manifest atomically (call after every finished step)."""
-        save_manifest(self.build_dir, self.manifest)
-
-    def selected_types(self) -> list[str]:
-        """The recipe's quant types, narrowed by ``--only``."""
-        types = self.recipe.quantize.types
-        return [t for t in types if self.only_types is None or t in self.only_types]
+# The modules that register the stages a build runs; importing one registers its stage.
+BUILTIN_MODULES = ("fetch", "convert", "quantize", "smoke", "card")
 
 
-class Stage(Protocol):
-    """One step of a build."""
+class Stage:
+    """One step of a build. Subclasses set ``name`` and ``after`` and implement ``is_done`` and ``run``."""
 
-    name: str
+    name: str = ""
+    after: tuple[str, ...] = ()
 
     def is_done(self, ctx: BuildContext) -> bool:
         """True when the recorded fingerprint matches and the outputs still hash right."""
-        ...
+        raise NotImplementedError
 
     def run(self, ctx: BuildContext) -> None:
         """Do the work and record it in ``ctx.manifest``."""
-        ...
+        raise NotImplementedError
+
+    def blocked_reason(self, ctx: BuildContext) -> str | None:
+        """Why this stage cannot run on this build now (it is then reported as blocked), or ``None``."""
+        return None
+
+    def finish(self, ctx: BuildContext) -> None:
+        """Called once this stage's work is current, whether it ran now or was already done."""
+
+    def problems(self, ctx: BuildContext) -> list[str]:
+        """What is still wrong once this selected stage is done (each a line; the build then exits 1)."""
+        return []
 
 
 STAGES: dict[str, Callable[[], Stage]] = {}
 
 
-def register(name: str) -> Callable[[Callable[[], Stage]], Callable[[], Stage]]:
-    """Class decorator adding a stage factory to the registry under ``name``."""
+def register(name: str) -> Callable[[type[Stage]], type[Stage]]:
+    """Class decorator adding a stage to the registry under ``name``."""
 
-    def add(factory: Callable[[], Stage]) -> Callable[[], Stage]:
+    def add(cls: type[Stage]) -> type[Stage]:
         if name in STAGES:
             raise ValueError(f"stage {name!r} registered twice")
-        STAGES[name] = factory
-        return factory
+        cls.name = name
+        STAGES[name] = cls
+        return cls
 
     return add
+
+
+def load_stages() -> None:
+    """Import the built-in stage modules; each registers its stage on import."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"publisher.stages.{module}")
+
+
+def ordered_names() -> tuple[str, ...]:
+    """Registered stages, each after the stages it names in ``after`` (registration order otherwise)."""
+    load_stages()
+    pending = {name: factory() for name, factory in STAGES.items()}
+    done: list[str] = []
+    while pending:
+        ready = [n for n, s in pending.items() if all(a in done or a not in pending for a in s.after)]
+        if not ready:
+            raise ValueError(f"stages {', '.join(pending)} wait for each other (see their `after`)")
+        done.append(ready[0])
+        del pending[ready[0]]
+    return tuple(done)
 
 
 def get_stage(name: str) -> Stage:
@@ -76,5 +95,5 @@ def get_stage(name: str) -> Stage:
     try:
         return STAGES[name]()
     except KeyError:
-        known = ", ".join(n for n in ORDER if n in STAGES)
+        known = ", ".join(STAGES)
         raise ValueError(f"unknown stage {name!r} (known: {known})") from None

@@ -12,8 +12,7 @@ import time
 from publisher import cards
 from publisher.errors import CardError
 from publisher.manifest import fingerprint, sha256_file, write_text_atomic
-from publisher.pipeline import is_current, record
-from publisher.stages import BuildContext, register
+from publisher.stages import BuildContext, Stage, register
 
 CARD_NAME = "README.md"
 WORK_KEY = "card"
@@ -28,16 +27,21 @@ def card_fingerprint(ctx: BuildContext) -> str:
 
 
 @register("card")
-class CardStage:
+class CardStage(Stage):
     """Write the model card for the files that passed their checks."""
 
     name = "card"
+    after = ("smoke",)
+
+    def blocked_reason(self, ctx: BuildContext) -> str | None:
+        """A card needs at least one artifact that passed its checks."""
+        return None if ctx.manifest.passed_artifacts() else "no artifact passed its checks"
 
     def is_done(self, ctx: BuildContext) -> bool:
         """The recorded card matches the current fingerprint and ``README.md`` still hashes right."""
         recorded = ctx.manifest.card.get("fingerprint")
         fp = card_fingerprint(ctx)
-        return recorded == fp and is_current(ctx, WORK_KEY, fp)
+        return recorded == fp and ctx.is_current(WORK_KEY, fp)
 
     def run(self, ctx: BuildContext) -> None:
         """Render, check (a card with problems is never written), write atomically, record."""
@@ -52,6 +56,6 @@ class CardStage:
         target = ctx.build_dir / CARD_NAME
         write_text_atomic(target, text)
         ctx.manifest.card = {"path": CARD_NAME, "sha256": sha256_file(target), "fingerprint": fp}
-        record(ctx, WORK_KEY, fp, [target], time.perf_counter() - started)
+        ctx.record(WORK_KEY, fp, [target], time.perf_counter() - started)
         passed = len(ctx.manifest.passed_artifacts())
         ctx.console.print(f"card: {target} ({passed} files listed, {len(text.encode()) / 1e3:.1f} kB)")

@@ -23,9 +23,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from publisher import gguf_info
 from publisher.errors import ConversionError, ManifestError
 from publisher.manifest import Artifact, fingerprint, write_text_atomic
-from publisher.pipeline import forget, hash_file, is_current, logs_dir, record
 from publisher.recipe import Recipe
-from publisher.stages import BuildContext, register
+from publisher.stages import BuildContext, Stage, register
 
 LOG_NAME = "convert.log"
 METADATA_NAME = "convert-metadata.json"
@@ -187,14 +186,15 @@ def run_converter(ctx: BuildContext, source: Path, outfile: Path, metadata_file:
 
 
 @register("convert")
-class ConvertStage:
+class ConvertStage(Stage):
     """Convert the source folder to the reference GGUF and record it as ``manifest.reference``."""
 
     name = "convert"
+    after = ("fetch",)
 
     def is_done(self, ctx: BuildContext) -> bool:
         """The same source and settings were converted and the reference still hashes right."""
-        return ctx.manifest.reference is not None and is_current(ctx, self.name, _settings(ctx))
+        return ctx.manifest.reference is not None and ctx.is_current(self.name, _settings(ctx))
 
     def run(self, ctx: BuildContext) -> None:
         """Run the converter and record the reference artifact."""
@@ -204,10 +204,10 @@ class ConvertStage:
                 f"{ctx.build_dir}: convert needs the fetch stage's record; run with --stages fetch first"
             )
         started = time.perf_counter()
-        forget(ctx, self.name)
+        ctx.forget(self.name)
         ctx.manifest.reference = None
         target = reference_path(ctx)
-        logs = logs_dir(ctx)
+        logs = ctx.logs_dir()
         metadata_file = logs / METADATA_NAME
         write_text_atomic(metadata_file, json.dumps(gguf_metadata(ctx.recipe), indent=2, ensure_ascii=False) + "\n")
         tmp = target.with_name(f".{target.name}.partial")
@@ -223,9 +223,9 @@ class ConvertStage:
             quant_type=reference_type(ctx.recipe),
             path=target.name,
             size_bytes=target.stat().st_size,
-            sha256=hash_file(ctx, target),
+            sha256=ctx.hash_file(target),
             bits_per_weight=gguf_info.bits_per_weight(target),
             fingerprint=settings,
         )
-        record(ctx, self.name, settings, [target], seconds)
+        ctx.record(self.name, settings, [target], seconds)
         ctx.console.print(f"convert: wrote {target.name} ({target.stat().st_size / 1e6:.1f} MB) in {seconds:.1f}s")

@@ -21,8 +21,7 @@ from typing import Any
 from publisher import quants
 from publisher.errors import DiskSpaceError, SourceError
 from publisher.manifest import SourceRecord, fingerprint
-from publisher.pipeline import files_match, forget, hash_file, record
-from publisher.stages import BuildContext, register
+from publisher.stages import BuildContext, Stage, register
 
 # What llama.cpp's converter reads (weights, config, tokenizer in its several formats), plus README.md.
 CONFIG_FILES = (
@@ -278,10 +277,14 @@ def _first_line(err: BaseException) -> str:
 
 
 @register("fetch")
-class FetchStage:
+class FetchStage(Stage):
     """Locate or download the source and hash what conversion will read."""
 
     name = "fetch"
+
+    def finish(self, ctx: BuildContext) -> None:
+        """Once the source is known, and before anything large is written: is there room for the build?"""
+        check_build_disk(ctx)
 
     def is_done(self, ctx: BuildContext) -> bool:
         """The same source settings were fetched and the recorded files still hash right."""
@@ -289,12 +292,12 @@ class FetchStage:
         source = ctx.manifest.source
         if done is None or source is None or done.fingerprint != _settings(ctx) or not source.files:
             return False
-        return files_match(ctx, source.files, base=Path(source.path))
+        return ctx.files_match(source.files, base=Path(source.path))
 
     def run(self, ctx: BuildContext) -> None:
         """Find or download the source, hash its files and count its parameters."""
         started = time.perf_counter()
-        forget(ctx, self.name)
+        ctx.forget(self.name)
         local = _local_dir(ctx)
         commit: str | None
         if local is not None:
@@ -303,7 +306,7 @@ class FetchStage:
             folder, commit = _download(ctx)
         files = check_source_folder(folder)
         with ctx.console.status(f"hashing {len(files)} source files"):
-            hashes = {p.name: hash_file(ctx, p) for p in files}
+            hashes = {p.name: ctx.hash_file(p) for p in files}
         stats = safetensors_stats([p for p in files if p.suffix == ".safetensors"])
         source = ctx.recipe.source
         ctx.manifest.source = SourceRecord(
@@ -314,4 +317,4 @@ class FetchStage:
             parameters=stats.parameters or None,
             files=hashes,
         )
-        record(ctx, self.name, _settings(ctx), [], time.perf_counter() - started)
+        ctx.record(self.name, _settings(ctx), [], time.perf_counter() - started)

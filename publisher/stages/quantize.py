@@ -21,8 +21,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from publisher import gguf_info, quants
 from publisher.errors import ManifestError, QuantizationError
 from publisher.manifest import Artifact, atomic_path, fingerprint
-from publisher.pipeline import files_match, forget, hash_file, is_current, logs_dir, record
-from publisher.stages import BuildContext, register
+from publisher.stages import BuildContext, Stage, register
 
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback")
@@ -53,7 +52,7 @@ def artifact_current(ctx: BuildContext, quant_type: str) -> bool:
     """True when ``quant_type`` is recorded with the current fingerprint and its file still hashes right."""
     artifact = ctx.manifest.artifacts.get(quant_type)
     fp = settings(ctx, quant_type)
-    return artifact is not None and artifact.fingerprint == fp and is_current(ctx, work_key(quant_type), fp)
+    return artifact is not None and artifact.fingerprint == fp and ctx.is_current(work_key(quant_type), fp)
 
 
 class _LlamaLog:
@@ -126,7 +125,7 @@ def quantize_file(ctx: BuildContext, reference: Path, out: Path, quant_type: str
             result["error"] = err
 
     task = progress.add_task(f"quantize {quant_type}", total=None)
-    with _LlamaLog(logs_dir(ctx) / f"quantize-{quant_type}.log") as log:
+    with _LlamaLog(ctx.logs_dir() / f"quantize-{quant_type}.log") as log:
         # A daemon thread: Ctrl-C ends the process at once; the unfinished file keeps its temporary name.
         worker = threading.Thread(target=work, name=f"quantize-{quant_type}", daemon=True)
         worker.start()
@@ -145,10 +144,11 @@ def quantize_file(ctx: BuildContext, reference: Path, out: Path, quant_type: str
 
 
 @register("quantize")
-class QuantizeStage:
+class QuantizeStage(Stage):
     """Make every selected quant type and record its size, hash and real bits per weight."""
 
     name = "quantize"
+    after = ("convert",)
 
     def is_done(self, ctx: BuildContext) -> bool:
         """Every selected type is recorded with the current fingerprint and hashes right."""
@@ -157,7 +157,7 @@ class QuantizeStage:
     def run(self, ctx: BuildContext) -> None:
         """Quantize the types that are missing, stale or forced."""
         ref = ctx.manifest.reference
-        if ref is None or not files_match(ctx, {ref.path: ref.sha256}):
+        if ref is None or not ctx.files_match({ref.path: ref.sha256}):
             raise ManifestError(
                 f"{ctx.build_dir}: quantize needs the reference GGUF from the convert stage; run with --stages convert"
             )
@@ -173,7 +173,7 @@ class QuantizeStage:
     def _one(self, ctx: BuildContext, reference: Path, quant_type: str, progress: Progress) -> None:
         started = time.perf_counter()
         # Forget first: a crash from here on leaves no record claiming the old file is current.
-        forget(ctx, work_key(quant_type))
+        ctx.forget(work_key(quant_type))
         ctx.manifest.artifacts.pop(quant_type, None)
         target = ctx.build_dir / ctx.recipe.artifact_filename(quant_type)
         with atomic_path(target) as tmp:
@@ -185,7 +185,7 @@ class QuantizeStage:
             quant_type=quant_type,
             path=target.name,
             size_bytes=target.stat().st_size,
-            sha256=hash_file(ctx, target),
+            sha256=ctx.hash_file(target),
             bits_per_weight=bpw,
             fingerprint=fp,
         )
@@ -193,7 +193,7 @@ class QuantizeStage:
         ctx.manifest.artifacts = dict(
             sorted(ctx.manifest.artifacts.items(), key=lambda kv: order.get(kv[0], len(order)))
         )
-        record(ctx, work_key(quant_type), fp, [target], seconds)
+        ctx.record(work_key(quant_type), fp, [target], seconds)
         nominal = quants.lookup(quant_type).nominal_bpw
         extra = f"; {note}" if note else ""
         ctx.console.print(

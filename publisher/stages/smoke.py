@@ -19,8 +19,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from publisher.errors import ManifestError, PublisherError
 from publisher.manifest import Artifact, fingerprint
-from publisher.pipeline import files_match, forget, is_current, record
-from publisher.stages import BuildContext, register
+from publisher.stages import BuildContext, Stage, register
 
 QUALITY_DIR = "quality"
 LOGITS_KEY = "smoke/reference-logits"
@@ -76,7 +75,9 @@ def settings(ctx: BuildContext, artifact: Artifact) -> str:
 
 
 def _current(ctx: BuildContext, artifact: Artifact) -> bool:
-    return is_current(ctx, work_key(artifact.quant_type), settings(ctx, artifact))
+    """Tested (passed or failed) with the current inputs: a file remade since keeps status ``built``."""
+    tested = artifact.status != "built"
+    return tested and ctx.is_current(work_key(artifact.quant_type), settings(ctx, artifact))
 
 
 def _store(ctx: BuildContext, artifact: Artifact) -> None:
@@ -87,20 +88,34 @@ def _store(ctx: BuildContext, artifact: Artifact) -> None:
 
 
 @register("smoke")
-class SmokeStage:
+class SmokeStage(Stage):
     """Check every artifact and mark it passed or failed."""
 
     name = "smoke"
+    after = ("quantize",)
 
     def is_done(self, ctx: BuildContext) -> bool:
         """Every artifact was checked with the current inputs (passed or failed alike)."""
         arts = _artifacts(ctx)
         return bool(arts) and len(arts) == 1 + len(ctx.selected_types()) and all(_current(ctx, a) for a in arts)
 
+    def problems(self, ctx: BuildContext) -> list[str]:
+        """A selected type that is missing or was never tested: a release must not silently lose it."""
+        found = []
+        for quant_type in ctx.selected_types():
+            artifact = ctx.manifest.artifacts.get(quant_type)
+            if artifact is None:
+                found.append(
+                    f"{quant_type}: not built, so not tested; run `publisher build` with --stages quantize,smoke"
+                )
+            elif not _current(ctx, artifact):
+                found.append(f"{artifact.path}: {quant_type} was built but not tested; run `publisher build` again")
+        return found
+
     def run(self, ctx: BuildContext) -> None:
         """Run the checks on artifacts whose results are missing or stale."""
         ref = ctx.manifest.reference
-        if ref is None or not files_match(ctx, {ref.path: ref.sha256}):
+        if ref is None or not ctx.files_match({ref.path: ref.sha256}):
             raise ManifestError(f"{ctx.build_dir}: smoke needs the reference GGUF; run with --stages convert")
         missing = [t for t in ctx.selected_types() if t not in ctx.manifest.artifacts]
         if missing:
@@ -129,10 +144,10 @@ class SmokeStage:
             return None
         out = logits_path(ctx)
         fp = _logits_settings(ctx)
-        if not forced and is_current(ctx, LOGITS_KEY, fp):
+        if not forced and ctx.is_current(LOGITS_KEY, fp):
             return out
         started = time.perf_counter()
-        forget(ctx, LOGITS_KEY)
+        ctx.forget(LOGITS_KEY)
         task = progress.add_task("quality: reference logits", total=None, step=ref.path)
         out.parent.mkdir(parents=True, exist_ok=True)
         # Keep the .npy suffix on the temporary name: numpy appends one to names without it.
@@ -143,7 +158,7 @@ class SmokeStage:
         finally:
             tmp.unlink(missing_ok=True)
         progress.remove_task(task)
-        record(ctx, LOGITS_KEY, fp, [out], time.perf_counter() - started)
+        ctx.record(LOGITS_KEY, fp, [out], time.perf_counter() - started)
         return out
 
     def _check(self, ctx: BuildContext, artifact: Artifact, logits: Path | None, progress: Progress) -> None:
@@ -151,7 +166,7 @@ class SmokeStage:
 
         started = time.perf_counter()
         key = work_key(artifact.quant_type)
-        forget(ctx, key)
+        ctx.forget(key)
         gguf = ctx.build_dir / artifact.path
         recipe = ctx.recipe
         source = ctx.manifest.source
@@ -217,7 +232,7 @@ class SmokeStage:
         checked = artifact.model_copy(update=updates)
         _store(ctx, checked)
         seconds = time.perf_counter() - started
-        record(ctx, key, settings(ctx, checked), [gguf], seconds)
+        ctx.record(key, settings(ctx, checked), [gguf], seconds)
         ctx.console.print(_summary(checked, seconds), highlight=False)
 
 

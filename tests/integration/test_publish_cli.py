@@ -15,6 +15,7 @@ from fakebuild import make_build, write_card, write_recipe
 from typer.testing import CliRunner
 
 from publisher.cli import app
+from publisher.manifest import Manifest, save_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,6 +116,27 @@ def test_failed_build_is_refused_in_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "refusing to publish, 1 artifact(s) failed their checks: Q2_K" in lines[0]
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "hub").exists()
+
+
+@pytest.mark.parametrize(("status", "drop"), [("built", False), ("passed", True)], ids=["untested", "missing"])
+def test_a_recipe_type_that_was_not_tested_blocks_the_release(tmp_path: Path, status: str, drop: bool) -> None:
+    recipe_path = write_recipe(tmp_path / "recipes")
+    _, build_dir = make_build(recipe_path, tmp_path / "build", status={"Q4_K_M": status})
+    if drop:  # a manifest that lost the type altogether, e.g. after an interrupted re-quantization
+        manifest = Manifest.model_validate_json((build_dir / "manifest.json").read_text(encoding="utf-8"))
+        del manifest.artifacts["Q4_K_M"]
+        save_manifest(build_dir, manifest)
+
+    done = entry_point("publish", "recipes/tiny.yaml", cwd=tmp_path)
+
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0] == (
+        f"error: {build_dir.relative_to(tmp_path)}: refusing to publish, Q4_K_M in quantize.types has not been "
+        "built and tested; run `publisher build recipes/tiny.yaml` first"
+    )
     assert not (tmp_path / "hub").exists()
 
 

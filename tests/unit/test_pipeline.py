@@ -15,6 +15,7 @@ from common import recipe_variant, tiny_source, write_safetensors
 
 from publisher import pipeline
 from publisher.errors import DiskSpaceError, ManifestError, PublisherError, SourceError
+from publisher.hashes import HASH_CACHE_NAME
 from publisher.manifest import Manifest, load_manifest
 from publisher.recipe import Recipe, load_recipe
 from publisher.stages import BuildContext
@@ -36,17 +37,17 @@ def test_record_then_is_current_until_the_file_or_fingerprint_changes(recipe: Re
     ctx = _ctx(recipe, tmp_path / "build")
     out = ctx.build_dir / "out.bin"
     out.write_bytes(b"first")
-    pipeline.record(ctx, "stage/x", "fp1", [out], 0.5)
-    assert pipeline.is_current(ctx, "stage/x", "fp1")
-    assert not pipeline.is_current(ctx, "stage/x", "fp2")
+    ctx.record("stage/x", "fp1", [out], 0.5)
+    assert ctx.is_current("stage/x", "fp1")
+    assert not ctx.is_current("stage/x", "fp2")
     saved = load_manifest(ctx.build_dir)
-    assert saved is not None and saved.stages["stage/x"].outputs == {"out.bin": pipeline.hash_file(ctx, out)}
+    assert saved is not None and saved.stages["stage/x"].outputs == {"out.bin": ctx.hash_file(out)}
 
     out.write_bytes(b"second, longer")
-    assert not pipeline.is_current(ctx, "stage/x", "fp1")
+    assert not ctx.is_current("stage/x", "fp1")
     out.unlink()
-    assert not pipeline.is_current(ctx, "stage/x", "fp1")
-    pipeline.forget(ctx, "stage/x")
+    assert not ctx.is_current("stage/x", "fp1")
+    ctx.forget("stage/x")
     assert "stage/x" not in ctx.manifest.stages
 
 
@@ -54,13 +55,13 @@ def test_hash_cache_notices_a_rewrite_of_the_same_size(recipe: Recipe, tmp_path:
     ctx = _ctx(recipe, tmp_path / "build")
     path = ctx.build_dir / "f.bin"
     path.write_bytes(b"aaaa")
-    first = pipeline.hash_file(ctx, path)
-    cache = json.loads((ctx.build_dir / pipeline.HASH_CACHE_NAME).read_text())
+    first = ctx.hash_file(path)
+    cache = json.loads((ctx.build_dir / HASH_CACHE_NAME).read_text())
     assert cache[str(path.resolve())]["sha256"] == first
     path.write_bytes(b"bbbb")
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert pipeline.hash_file(ctx, path) != first
+    assert ctx.hash_file(path) != first
 
 
 def test_fetch_records_source_files_and_parameters_and_skips_when_unchanged(recipe: Recipe, tmp_path: Path) -> None:

@@ -214,13 +214,14 @@ def test_unpublishable_builds_are_refused_with_the_fix(tmp_path: Path, change: s
     assert not (tmp_path / "hub").exists()
 
 
-def test_untested_artifacts_are_left_out_and_noted(tmp_path: Path) -> None:
+def test_untested_artifacts_block_the_release_instead_of_dropping_out(tmp_path: Path) -> None:
     recipe_path = write_recipe(tmp_path / "recipes")
     make_build(recipe_path, tmp_path / "build", status={"Q8_0": "built"})
-    result, _ = do_publish(recipe_path, tmp_path)
-    names = [f.file.path_in_repo for f in result.plan.branches[0].files]
-    assert "tiny.Q8_0.gguf" not in names
-    assert any("smoke tests not run yet: Q8_0" in note for note in result.plan.notes)
+    with pytest.raises(
+        PublishError, match=r"refusing to publish, Q8_0 in quantize.types has not been built and tested"
+    ):
+        do_publish(recipe_path, tmp_path)
+    assert not (tmp_path / "hub").exists()
 
 
 def test_a_branch_that_moved_meanwhile_is_not_overwritten(built: Path, tmp_path: Path) -> None:
