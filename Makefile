@@ -36,6 +36,7 @@ demo: setup
 lint: $(INSTALLED)
 	$(BIN)/ruff check publisher tests bench
 	$(BIN)/ruff format --check publisher tests bench
+	$(BIN)/lint-imports
 	$(BIN)/actionlint .github/workflows/*.yml
 	$(BIN)/zizmor --offline --quiet .github/workflows
 
