@@ -1,0 +1,113 @@
+"""Every architecture family the gate promises: convert, quantize, smoke and card on tiny random models.
+
+Each model is written from a transformers config (two layers, hidden size 64, random weights) with
+SmolLM2's BPE tokenizer or a SentencePiece tokenizer trained in the test. The answers of random
+weights are noise, so the recipes set no expectations: what must hold is that llama.cpp loads
+every file, the tokenizer parity gate passes against the source's own tokenizer, quality is
+measured, and the card lists each file. Two SentencePiece variants that llama.cpp tokenizes
+differently from the source must be blocked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tiny_models import ARCHITECTURES, TinyArch, make_tiny_model
+
+from publisher import pipeline
+from publisher.manifest import Manifest
+from publisher.recipe import load_recipe
+
+TYPES = ["Q8_0", "Q4_K_M"]
+
+
+def _recipe(folder: Path, arch: TinyArch, source: Path) -> Path:
+    data: dict[str, Any] = {
+        "name": arch.key,
+        "source": {"path": str(source)},
+        "model": {
+            "name": f"Tiny {arch.key}",
+            "creator": "Test",
+            "license": "apache-2.0",
+            "base_model": f"test/tiny-{arch.key}",
+            "prompt_template": "none" if arch.tokenizer == "spm" else arch.prompt_template,
+        },
+        "quantize": {"types": TYPES},
+        "smoke": {
+            "max_tokens": 8,
+            "context_length": 256,
+            "prompts": [{"prompt": "The capital of France is"}],
+            "quality": {"context_length": 64, "max_chunks": 2},
+        },
+        "card": {"profile": {"quantized_by": "tester"}},
+        "publish": {"repo_id": f"tester/tiny-{arch.key}-GGUF"},
+    }
+    path = folder / f"{arch.key}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _build(tmp_path: Path, arch: TinyArch) -> pipeline.BuildResult:
+    pytest.importorskip("torch")
+    source = make_tiny_model(arch, tmp_path / "source" / arch.key)
+    return pipeline.execute(load_recipe(_recipe(tmp_path, arch, source)), tmp_path / "work")
+
+
+def _all_files(manifest: Manifest) -> list[Any]:
+    assert manifest.reference is not None
+    return [manifest.reference, *manifest.artifacts.values()]
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for arch in ARCHITECTURES:
+        marks = []
+        if arch.key == "phi3":
+            # Measured: the converter writes it, llama.cpp refuses its vocabulary ("error loading model
+            # vocabulary: unordered_map::at") without Phi-3's own special tokens, which no offline
+            # tokenizer here carries; the build then stops at the reference with that reason.
+            marks.append(pytest.mark.xfail(reason="llama.cpp needs Phi-3's special tokens", strict=True))
+        cases.append(pytest.param(arch, id=arch.key, marks=marks))
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", _cases())
+def test_architecture_builds_through_the_gate(tmp_path: Path, arch: TinyArch) -> None:
+    result = _build(tmp_path, arch)
+
+    assert [(a.quant_type, a.failure) for a in result.failures()] == []
+    assert result.problems == []
+    assert [s.status for s in result.stages] == ["ran"] * len(result.stages)
+    for artifact in _all_files(result.manifest):
+        assert artifact.status == "passed"
+        assert artifact.tokenizer is not None and artifact.tokenizer.mismatches == 0
+        assert artifact.tokenizer.probes >= 20 and artifact.tokenizer.vocab_mismatches == 0
+        assert artifact.quality is not None and artifact.quality.tokens > 0
+    card = (result.build_dir / "README.md").read_text(encoding="utf-8")
+    for artifact in result.manifest.artifacts.values():
+        assert f"[{artifact.path}]" in card
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("options", "cause"),
+    [
+        ({"normalization_rule_name": "nmt_nfkc"}, "a SentencePiece normalizer llama.cpp does not apply"),
+        ({"add_dummy_prefix": True}, "a dummy prefix the converter drops for Gemma 3"),
+    ],
+    ids=["nfkc-normalizer", "dummy-prefix"],
+)
+def test_sentencepiece_differences_are_blocked(tmp_path: Path, options: dict[str, Any], cause: str) -> None:
+    gemma = next(a for a in ARCHITECTURES if a.key == "gemma3")
+    arch = TinyArch(gemma.key, gemma.config_class, gemma.overrides, "spm", gemma.spm_options | options)
+    result = _build(tmp_path, arch)
+
+    failed = result.failures()
+    assert {a.quant_type for a in failed} == {"F16", *TYPES}, cause
+    for artifact in failed:
+        assert artifact.failure is not None and artifact.failure.startswith("tokenizer parity: "), artifact.failure
+    assert [s.status for s in result.stages if s.name == "card"] == ["blocked"]

@@ -1,0 +1,164 @@
+"""Tiny random-weight models of several architectures, written as real Hugging Face folders.
+
+Weights come from a transformers config (two layers, hidden size 64), so conversion, quantization
+and llama.cpp loading run for real in seconds. The tokenizer is either SmolLM2's (a BPE tokenizer
+the converter recognizes) or a small SentencePiece model trained here from the shipped quality text.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smollm2_models import SMOLLM2_DIR
+
+QUALITY_TEXT = Path(__file__).resolve().parents[1] / "publisher" / "data" / "quality.txt"
+BPE_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+SPM_VOCAB = 512
+
+_COMMON: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "torch_dtype": "float16",
+}
+
+
+@dataclass(frozen=True)
+class TinyArch:
+    """One architecture to prove: its transformers config class, overrides, and which tokenizer it needs."""
+
+    key: str
+    config_class: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str = "bpe"  # bpe: SmolLM2's tokenizer.json; spm: a SentencePiece model trained here
+    spm_options: dict[str, Any] = field(default_factory=dict)
+    prompt_template: str = "chatml"
+    tokenizer_class: str | None = None  # written into tokenizer_config.json where the converter reads it
+
+
+ARCHITECTURES = (
+    TinyArch("llama-gqa", "LlamaConfig", {"tie_word_embeddings": False}),
+    # Tied weights make a random model repeat the last prompt token; after ChatML's "assistant\n" that is
+    # whitespace, an empty answer: these prompt the raw text instead.
+    TinyArch(
+        "llama-tied", "LlamaConfig", {"tie_word_embeddings": True, "num_key_value_heads": 4}, prompt_template="none"
+    ),
+    TinyArch("llama-spm", "LlamaConfig", {"tie_word_embeddings": False}, tokenizer="spm"),
+    TinyArch("mistral", "MistralConfig", {"sliding_window": 64, "tie_word_embeddings": False}),
+    TinyArch("qwen3", "Qwen3Config", {"head_dim": 16, "tie_word_embeddings": True}, prompt_template="none"),
+    TinyArch(
+        "gemma3",
+        "Gemma3TextConfig",
+        {"head_dim": 16, "sliding_window": 32, "layer_types": ["sliding_attention", "full_attention"]},
+        tokenizer="spm",
+        spm_options={"add_dummy_prefix": False},  # as Gemma's own tokenizer, and as the converter writes it
+    ),
+    # Phi-4's layout: the Phi-3 architecture with a GPT-2 style BPE tokenizer.
+    TinyArch("phi3", "Phi3Config", {"tie_word_embeddings": False, "pad_token_id": 0}, tokenizer_class="GPT2Tokenizer"),
+    TinyArch(
+        "qwen2-moe",
+        "Qwen2MoeConfig",
+        {
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "shared_expert_intermediate_size": 64,
+            "tie_word_embeddings": False,
+        },
+    ),
+)
+
+
+def train_sentencepiece(folder: Path, **options: Any) -> Path:
+    """A small SentencePiece model trained from the shipped quality text (seconds, offline).
+
+    Identity normalization and whitespace kept as it is, as Llama's and Gemma's tokenizers do:
+    llama.cpp applies neither SentencePiece's normalizer nor its whitespace folding, so a model
+    trained with the defaults tokenizes differently (the gate tests rely on that).
+    """
+    import sentencepiece
+
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = folder / "tokenizer"
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(QUALITY_TEXT),
+        model_prefix=str(prefix),
+        vocab_size=SPM_VOCAB,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+        **({"normalization_rule_name": "identity", "remove_extra_whitespaces": False} | options),
+    )
+    return prefix.with_suffix(".model")
+
+
+def make_tiny_model(arch: TinyArch, folder: Path) -> Path:
+    """Write ``folder`` as a Hugging Face model folder of ``arch`` with random weights."""
+    import torch
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if arch.tokenizer == "spm":
+        model_file = train_sentencepiece(folder / ".spm", **arch.spm_options)
+        shutil.copy(model_file, folder / "tokenizer.model")
+        shutil.rmtree(folder / ".spm")
+        vocab, bos, eos = SPM_VOCAB, 1, 2
+        (folder / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "LlamaTokenizer",
+                    "bos_token": "<s>",
+                    "eos_token": "</s>",
+                    "unk_token": "<unk>",
+                    "add_bos_token": True,
+                }
+            ),
+            encoding="utf-8",
+        )
+    else:
+        for name in BPE_FILES:
+            if (SMOLLM2_DIR / name).is_file():
+                shutil.copy(SMOLLM2_DIR / name, folder / name)
+        vocab, bos, eos = 49152, 1, 2
+        if arch.tokenizer_class is not None:
+            config_path = folder / "tokenizer_config.json"
+            tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
+            tokenizer_config["tokenizer_class"] = arch.tokenizer_class
+            config_path.write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
+    config_class = getattr(transformers, arch.config_class)
+    settings = _COMMON | {"vocab_size": vocab, "bos_token_id": bos, "eos_token_id": eos} | arch.overrides
+    config = config_class(**settings)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float16)
+    if arch.tokenizer == "spm":
+        _never_emit_byte_tokens(model, folder / "tokenizer.model")
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _never_emit_byte_tokens(model: Any, tokenizer_model: Path) -> None:
+    """Zero the output rows of byte-fallback tokens, so greedy decoding never picks one.
+
+    Random weights would otherwise emit lone UTF-8 bytes, which the smoke test rightly rejects as
+    invalid text; every other token keeps a random logit, about half of them positive.
+    """
+    import sentencepiece
+    import torch
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model))
+    byte_ids = [i for i in range(processor.get_piece_size()) if processor.is_byte(i)]
+    with torch.no_grad():
+        model.get_output_embeddings().weight[byte_ids] = 0
