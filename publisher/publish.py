@@ -365,11 +365,12 @@ def publish(
         stack.enter_context(writes_confined_to(build_dir, *([local_hub] if local_hub else [])))
         if build_dir.is_dir():  # else plan_publish says there is no build, without making its folder
             stack.enter_context(lock_build(build_dir))
-        if local_hub is not None and not dry_run:
-            stack.enter_context(_hub_lock(local_hub, out))
         plan = plan_publish(recipe, chosen, workdir=workdir, dry_run=dry_run, max_file_bytes=max_file_bytes)
         if dry_run:
             return plan
+        if local_hub is not None:  # after the refusals, so a refused publish leaves no hub folder behind
+            stack.enter_context(_hub_lock(local_hub, out))
+            plan = plan_publish(recipe, chosen, workdir=workdir, max_file_bytes=max_file_bytes)  # what it is now
         if plan.changes:
             chosen.check_ready()
         return execute_plan(plan, chosen, console=out)
