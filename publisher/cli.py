@@ -36,8 +36,9 @@ def print_error(line: str) -> None:
 
 
 def printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot carry (lone surrogates) shown as an escape."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """``text`` on one line: line breaks, other control characters and lone surrogates shown as escapes."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def load(path: Path) -> Recipe:

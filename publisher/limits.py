@@ -182,6 +182,9 @@ def path_problem(value: str, path: Path, kind: str, max_bytes: int | None = None
     """
     if "\x00" in value:
         return "holds a NUL character, which no path can"
+    if not value.strip():
+        return "is empty; give a path, or leave the key out"
+    value = value if value.isprintable() else repr(value)
     try:
         resolved = path.resolve()
         info = resolved.stat()

@@ -75,6 +75,16 @@ CASES = [
     ),
     Case("source-loop", "  path: a\n", "r.yaml:3: source.path: a: symbolic links loop", make=_loop),
     Case(
+        "template-empty",
+        "card:\n  template: ''\n  profile: {quantized_by: t}\n",
+        "r.yaml:14: card.template: is empty; give a path, or leave the key out",
+    ),
+    Case(
+        "quality-text-control-characters",
+        'smoke:\n  quality:\n    text: "\\r\\u202e"\n',
+        "r.yaml:18: smoke.quality.text: '\\r\\u202e': no such file",
+    ),
+    Case(
         "template-root",
         "card:\n  template: /\n  profile: {quantized_by: t}\n",
         "r.yaml:14: card.template: /: is a folder, not a regular file",
