@@ -25,9 +25,11 @@ from rich.table import Table
 from publisher import __version__
 from publisher.errors import PublishError
 from publisher.manifest import (
+    DISK_FULL,
     MANIFEST_NAME,
     Artifact,
     Manifest,
+    disk_full_error,
     guard_write,
     load_manifest,
     save_manifest,
@@ -373,7 +375,14 @@ def publish(
             plan = plan_publish(recipe, chosen, workdir=workdir, max_file_bytes=max_file_bytes)  # what it is now
         if plan.changes:
             chosen.check_ready()
-        return execute_plan(plan, chosen, console=out)
+        try:
+            return execute_plan(plan, chosen, console=out)
+        except (OSError, PublishError) as err:
+            # a write here, or git's own (it says so in its message), on a full hub disk
+            full = err.errno in DISK_FULL if isinstance(err, OSError) else "No space left on device" in str(err)
+            if full and local_hub is not None:
+                raise disk_full_error(local_hub) from None  # hard links need no room, so no size is known
+            raise
 
 
 HUB_LOCK_NAME = ".publisher.lock"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from common import tiny_source
+from common import recipe_variant, tiny_source
 from fakebuild import make_build, write_recipe
 
 from publisher import manifest as manifest_module
@@ -94,7 +94,20 @@ def listening() -> Iterator[list[tuple[str, str]]]:
         _audit.clear()
 
 
-def test_every_write_of_a_fetch_goes_through_the_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _recipe_for(kind: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    if kind == "tiny":
+        recipe_path = write_recipe(tmp_path / "recipes")
+        tiny_source(tmp_path / "recipes" / "source")
+        return recipe_path, ["fetch"]
+    return recipe_variant(tmp_path / "recipes", "tiny"), ["fetch", "convert"]
+
+
+@pytest.mark.parametrize(
+    "kind", ["tiny", pytest.param("demo", marks=pytest.mark.slow)], ids=["fetch-tiny", "fetch-convert-demo"]
+)
+def test_every_write_of_a_build_goes_through_the_guard(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scopes: list[WriteScope] = []
     real = manifest_module.writes_confined_to
 
@@ -105,11 +118,10 @@ def test_every_write_of_a_fetch_goes_through_the_guard(tmp_path: Path, monkeypat
             yield scope
 
     monkeypatch.setattr(pipeline, "writes_confined_to", recording)
-    recipe_path = write_recipe(tmp_path / "recipes")
-    tiny_source(tmp_path / "recipes" / "source")
+    recipe_path, stages = _recipe_for(kind, tmp_path)
     recipe = load_recipe(recipe_path)
     with listening() as writes:
-        pipeline.execute(recipe, tmp_path / "work", stages=["fetch"])
+        pipeline.execute(recipe, tmp_path / "work", stages=stages)
     build = (tmp_path / "work" / "tiny").resolve()
     assert writes, "the audit hook saw no write at all"
     allowed = set(scopes[0].allowed)
@@ -119,7 +131,8 @@ def test_every_write_of_a_fetch_goes_through_the_guard(tmp_path: Path, monkeypat
         path = Path(target).resolve()
         assert path.is_relative_to(build), (event, target)
         assert path in allowed, (event, target)
-    assert {Path(t).name for _e, t in writes} >= {".lock", "manifest.json", "last-run.json"}
+    expected = {".lock", "manifest.json", "last-run.json"} | ({"convert.log"} if "convert" in stages else set())
+    assert {Path(t).name for _e, t in writes} >= expected
 
 
 # -- full disks --------------------------------------------------------------------------------
@@ -171,6 +184,30 @@ def test_a_full_disk_in_the_cli_is_one_line_exit_1(tmp_path: Path) -> None:
         assert proc.stderr.startswith(f"error: the disk holding {disk} is full (more than "), proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
         assert list(disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", ["16k", "200k"], ids=["while-creating-the-repo", "while-copying-files"])
+def test_a_full_hub_disk_is_one_line_and_a_bigger_one_completes(tmp_path: Path, size: str) -> None:
+    recipe_path = write_recipe(tmp_path / "recipes")
+    make_build(recipe_path, tmp_path / "build")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COLUMNS": "300"}
+    command = [sys.executable, "-m", "publisher.cli", "publish", str(recipe_path), "--workdir", str(tmp_path / "build")]
+    with small_disk(tmp_path / "hub", size) as hub:
+        proc = subprocess.run([*command, "--hub-dir", str(hub)], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in proc.stderr
+        assert re.fullmatch(
+            rf"error: the disk holding {re.escape(str(hub))} is full \([\d.,]+ (bytes|kB) is free\); free some space or"
+            " use a folder on a larger disk, then run the command again",
+            errors[0],
+        ), errors
+        assert not [p for p in hub.rglob("*") if ".creating-" in p.name]  # no half-made repo left
+        subprocess.run(["mount", "-o", "remount,size=4m", str(hub)], check=True)
+        again = subprocess.run([*command, "--hub-dir", str(hub)], capture_output=True, text=True, env=env, timeout=120)
+        assert again.returncode == 0, again.stderr
+        repo = hub / "tester" / "Tiny-GGUF"
+        assert (repo / "tiny.Q8_0.gguf").read_bytes() == (tmp_path / "build" / "tiny" / "tiny.Q8_0.gguf").read_bytes()
 
 
 # -- locks -------------------------------------------------------------------------------------
