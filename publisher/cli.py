@@ -14,7 +14,7 @@ from rich.table import Table
 
 from publisher import __version__
 from publisher.errors import PublisherError
-from publisher.manifest import write_text_atomic
+from publisher.manifest import DISK_FULL, disk_full_error, write_text_atomic
 from publisher.recipe import Recipe, load_recipe, recipe_json_schema
 
 app = typer.Typer(
@@ -32,7 +32,21 @@ _state = {"debug": False}
 
 def print_error(line: str) -> None:
     """Print one error line to stderr; the text is escaped so brackets in it are not read as markup."""
-    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(printable(line))}", highlight=False, soft_wrap=True)
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: line breaks, other control characters and lone surrogates shown as escapes."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def load(path: Path) -> Recipe:
+    """Load a recipe and print its warnings (values allowed but doubtful) on stderr."""
+    recipe = load_recipe(path)
+    for line in recipe.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(printable(line))}", highlight=False, soft_wrap=True)
+    return recipe
 
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
@@ -92,7 +106,7 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML fil
     problems: list[str] = []
     for path in recipes:
         try:
-            console.print(_summary(load_recipe(path)))
+            console.print(_summary(load(path)))
         except PublisherError as err:
             if _state["debug"]:
                 raise
@@ -159,7 +173,7 @@ def card(
     if len(recipe_paths) != 1:
         raise PublisherError(f"card: got {len(recipe_paths)} recipes; give one, or several with --publish")
     recipe_path = recipe_paths[0]
-    recipe = load_recipe(recipe_path)
+    recipe = load(recipe_path)
     result = cards.card_for_recipe(recipe, workdir, source_dir=source_dir)
     for path in cards.write_outputs(result.text, out=out, html_out=html):
         err_console.print(f"wrote {escape(str(path))}", highlight=False)
@@ -183,7 +197,7 @@ def _publish_cards(
     from publisher import pipeline
     from publisher.manifest import MANIFEST_NAME
 
-    recipes = [load_recipe(path) for path in recipe_paths]  # every recipe valid before anything is published
+    recipes = [load(path) for path in recipe_paths]  # every recipe valid before anything is published
     problems: list[str] = []
     for recipe in recipes:
         try:
@@ -237,7 +251,7 @@ def build(
     """Convert, quantize and test a recipe's model; re-running skips work the manifest proves done."""
     from publisher import pipeline
 
-    recipe = load_recipe(recipe_path)
+    recipe = load(recipe_path)
     result = pipeline.execute(
         recipe,
         workdir,
@@ -280,7 +294,7 @@ def publish(
     ] = False,
 ) -> None:
     """Publish a build's passed GGUFs and README.md: one commit per branch, only what changed."""
-    _publish(load_recipe(recipe_path), workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run)
+    _publish(load(recipe_path), workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run)
 
 
 @app.command()
@@ -292,7 +306,7 @@ def summary(
     """Print a build's files and quality as Markdown tables (for a CI job summary)."""
     from publisher.summary import build_summary
 
-    sys.stdout.write(build_summary(load_recipe(recipe_path), workdir))
+    sys.stdout.write(build_summary(load(recipe_path), workdir))
 
 
 def main() -> None:
@@ -307,6 +321,15 @@ def main() -> None:
         for line in str(err).splitlines() or [type(err).__name__]:
             print_error(line)
         sys.exit(1)
+    except OSError as err:
+        if _state["debug"]:
+            raise
+        if err.errno in DISK_FULL:  # a full disk outside the writes that map it themselves (a temp folder)
+            folder = Path(err.filename).parent if err.filename else Path.cwd()
+            print_error(str(disk_full_error(folder)))
+            sys.exit(1)
+        print_error(f"unexpected {type(err).__name__}: {err} (run with --debug for a traceback)")
+        sys.exit(2)
     except Exception as err:
         if _state["debug"]:
             raise

@@ -8,18 +8,21 @@ files still hash to what the manifest says.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from publisher.errors import ManifestError
+from publisher.errors import DiskSpaceError, ManifestError, PublisherError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -157,19 +160,111 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# -- where a build may write -------------------------------------------------------------------
+
+
+class OutsideWriteError(PublisherError):
+    """A write aimed outside the folders the running command may change."""
+
+
+class WriteScope:
+    """The folders a build or publish may write into, and the paths it was allowed to write."""
+
+    def __init__(self, roots: tuple[Path, ...]) -> None:
+        self.roots = tuple(root.resolve() for root in roots)
+        self.allowed: list[Path] = []
+
+    def admit(self, target: Path) -> Path:
+        """``target`` resolved, when it lies inside a root; else :class:`OutsideWriteError`."""
+        resolved = target.resolve()
+        if not any(resolved.is_relative_to(root) for root in self.roots):
+            folders = " or ".join(str(root) for root in self.roots)
+            raise OutsideWriteError(f"refusing to write {resolved}: it is outside {folders}")
+        self.allowed.append(resolved)
+        return resolved
+
+
+_scope: ContextVar[WriteScope | None] = ContextVar("publisher_write_scope", default=None)
+
+
+@contextmanager
+def writes_confined_to(*roots: Path) -> Iterator[WriteScope]:
+    """Refuse, until the block ends, every guarded write that resolves outside ``roots``."""
+    scope = WriteScope(roots)
+    token = _scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _scope.reset(token)
+
+
+def guard_write(target: Path) -> Path:
+    """Check that ``target`` may be written now (see :func:`writes_confined_to`) and return it.
+
+    Every file a build, card or publish step writes passes through here, directly or through
+    :func:`atomic_path`; outside a confined block (``publisher schema --out``) anything goes.
+    """
+    scope = _scope.get()
+    if scope is not None:
+        scope.admit(target)
+    return target
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(folder: Path, needed: int | None = None) -> DiskSpaceError:
+    """The one line for a full disk (or quota): the folder, what was needed and what is free."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = f"{_size(shutil.disk_usage(probe).free)} is free"
+    except OSError:
+        free = "free space unknown"
+    want = f"more than {_size(needed)} was needed, " if needed else ""
+    return DiskSpaceError(
+        f"the disk holding {folder} is full ({want}{free}); free some space or use a folder on a larger disk, "
+        "then run the command again"
+    )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds.
+
+    ``target`` must pass :func:`guard_write`. A full disk becomes :class:`DiskSpaceError` and
+    leaves neither the temporary file nor a changed ``target``.
+    """
+    guard_write(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise disk_full_error(target.parent) from None
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
+    guard_write(tmp)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; published files must be readable like any other
     try:
         yield tmp
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        written = tmp.stat().st_size if tmp.exists() else 0
+        raise disk_full_error(target.parent, written or None) from None
     finally:
         tmp.unlink(missing_ok=True)
 

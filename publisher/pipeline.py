@@ -35,8 +35,10 @@ from publisher.errors import PublisherError, SmokeTestError
 from publisher.manifest import (
     Artifact,
     Manifest,
+    guard_write,
     load_manifest,
     write_text_atomic,
+    writes_confined_to,
 )
 from publisher.recipe import Recipe
 from publisher.stages import BuildContext, get_stage, ordered_names
@@ -179,14 +181,16 @@ def _check_stage_names(names: Iterable[str], option: str, order: tuple[str, ...]
 
 
 @contextmanager
-def _locked(build_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the build folder so two builds never write the same files."""
+def lock_build(build_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the build folder so no two builds or publishes use it at once."""
     build_dir.mkdir(parents=True, exist_ok=True)
-    with (build_dir / LOCK_NAME).open("a") as handle:
+    with guard_write(build_dir / LOCK_NAME).open("a") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise PublisherError(f"{build_dir}: another publisher build is running there; wait for it") from None
+            raise PublisherError(
+                f"{build_dir}: another publisher build is running there (or a publish of it); wait for it"
+            ) from None
         try:
             yield
         finally:
@@ -231,7 +235,7 @@ def execute(
     forced = _check_stage_names(force, "--force", order)
     selected = set(_check_stage_names(stages, "--stages", order) if stages is not None else order) | set(forced)
     build_dir = workdir / recipe.build_name
-    with _locked(build_dir):
+    with writes_confined_to(build_dir), lock_build(build_dir):
         for path in _remove_partials(build_dir):
             (console or Console(stderr=True)).print(
                 f"removed {escape(path.name)}, left unfinished by an interrupted build"

@@ -12,6 +12,9 @@ README.md alone.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +24,18 @@ from rich.table import Table
 
 from publisher import __version__
 from publisher.errors import PublishError
-from publisher.manifest import MANIFEST_NAME, Artifact, Manifest, load_manifest, save_manifest, sha256_file
+from publisher.manifest import (
+    DISK_FULL,
+    MANIFEST_NAME,
+    Artifact,
+    Manifest,
+    disk_full_error,
+    guard_write,
+    load_manifest,
+    save_manifest,
+    sha256_file,
+    writes_confined_to,
+)
 from publisher.recipe import Recipe
 from publisher.shard import HUB_MAX_FILE_BYTES, ensure_shards, plan_groups, recorded_shards, shard_name
 from publisher.targets import make_target
@@ -337,15 +351,57 @@ def publish(
     max_file_bytes: int = HUB_MAX_FILE_BYTES,
     console: Console | None = None,
 ) -> PublishResult | PublishPlan:
-    """Publish the build of ``recipe``; with ``dry_run`` return the plan and change nothing."""
+    """Publish the build of ``recipe``; with ``dry_run`` return the plan and change nothing.
+
+    It holds the build's lock (no build may rewrite files while they are published), and for the
+    local target the hub's lock, so two publishes into one hub take turns. It writes only into the
+    build folder (shards, the card) and the hub folder.
+    """
+    from publisher.pipeline import lock_build
+
     out = console or Console(stderr=True)
     chosen = target if isinstance(target, Target) else make_target(target or recipe.publish.target, hub_dir=hub_dir)
-    plan = plan_publish(recipe, chosen, workdir=workdir, dry_run=dry_run, max_file_bytes=max_file_bytes)
-    if dry_run:
-        return plan
-    if plan.changes:
-        chosen.check_ready()
-    return execute_plan(plan, chosen, console=out)
+    build_dir = build_dir_of(recipe, workdir)
+    local_hub: Path | None = getattr(chosen, "hub_dir", None)
+    with ExitStack() as stack:
+        stack.enter_context(writes_confined_to(build_dir, *([local_hub] if local_hub else [])))
+        if build_dir.is_dir():  # else plan_publish says there is no build, without making its folder
+            stack.enter_context(lock_build(build_dir))
+        plan = plan_publish(recipe, chosen, workdir=workdir, dry_run=dry_run, max_file_bytes=max_file_bytes)
+        if dry_run:
+            return plan
+        if local_hub is not None:  # after the refusals, so a refused publish leaves no hub folder behind
+            stack.enter_context(_hub_lock(local_hub, out))
+            plan = plan_publish(recipe, chosen, workdir=workdir, max_file_bytes=max_file_bytes)  # what it is now
+        if plan.changes:
+            chosen.check_ready()
+        try:
+            return execute_plan(plan, chosen, console=out)
+        except (OSError, PublishError) as err:
+            # a write here, or git's own (it says so in its message), on a full hub disk
+            full = err.errno in DISK_FULL if isinstance(err, OSError) else "No space left on device" in str(err)
+            if full and local_hub is not None:
+                raise disk_full_error(local_hub) from None  # hard links need no room, so no size is known
+            raise
+
+
+HUB_LOCK_NAME = ".publisher.lock"
+
+
+@contextmanager
+def _hub_lock(hub: Path, console: Console) -> Iterator[None]:
+    """Hold the local hub's lock; a publish already in it is waited for (git's own locks would refuse)."""
+    hub.mkdir(parents=True, exist_ok=True)
+    with guard_write(hub / HUB_LOCK_NAME).open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print(f"waiting for another publish into {escape(str(hub))} to finish", highlight=False)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # -- showing it --------------------------------------------------------------------------------

@@ -28,14 +28,13 @@ from pydantic import (
     model_validator,
 )
 
-from publisher import prompts, quants
+from publisher import limits, prompts, quants
 from publisher.errors import RecipeError
 
 MAX_RECIPE_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 100_000
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
 
@@ -124,7 +123,12 @@ class Model(StrictModel):
         "chatml", description="A named template (chatml, llama-2-chat, vicuna, ...) or literal text with {prompt}"
     )
     system_message: str = Field("", description="Default system message for {system_message}")
-    context_length: int = Field(4096, gt=0, description="Context the card's RAM figures and run commands use")
+    context_length: limits.ContextLength = Field(
+        4096, description="Context the card's RAM figures and run commands use"
+    )
+    allow_long_context: bool = Field(
+        False, description="Allow context lengths beyond config.json's trained context (a warning, not an error)"
+    )
 
     @field_validator("base_model")
     @classmethod
@@ -186,7 +190,7 @@ class Quantize(StrictModel):
     """Which llama.cpp quant types to make from the reference GGUF."""
 
     types: list[QuantName] = Field(min_length=1, description="llama.cpp quant types, e.g. Q4_K_M")
-    threads: int | None = Field(None, gt=0, description="Quantizer threads; default: all cores")
+    threads: limits.Threads | None = Field(None, description="Quantizer threads; 0 or unset: all cores")
     basename: str | None = Field(None, description="File name stem; default from model.name, e.g. causallm_14b")
 
     @field_validator("types")
@@ -202,8 +206,8 @@ class Quantize(StrictModel):
     @field_validator("basename")
     @classmethod
     def _basename(cls, value: str | None) -> str | None:
-        if value is not None and not NAME.match(value):
-            raise ValueError(f"{value!r} is not a file name stem (letters, digits, . _ -)")
+        if value is not None and (problem := limits.name_problem(value, limits.MAX_BASENAME_BYTES)):
+            raise ValueError(f"{value!r} is not a file name stem: {problem}")
         return value
 
 
@@ -241,18 +245,18 @@ class Quality(StrictModel):
 
     enabled: bool = True
     text: str | None = Field(None, description="Text file for perplexity; default: the one shipped with publisher")
-    context_length: int = Field(256, gt=15)
-    max_chunks: int = Field(8, gt=0)
+    context_length: limits.ContextLength = 256
+    max_chunks: limits.Chunks = 8
 
 
 class Smoke(StrictModel):
     """How each artifact is tried before anything is published."""
 
     prompts: list[SmokePrompt] = Field(default_factory=list)
-    max_tokens: int = Field(48, gt=0)
-    context_length: int = Field(1024, gt=0)
-    gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1 for all")
-    seed: int = 0
+    max_tokens: limits.MaxTokens = 48
+    context_length: limits.ContextLength = 1024
+    gpu_layers: limits.GpuLayers = Field(0, description="Layers offloaded to the GPU; -1 for all")
+    seed: limits.Seed = 0
     tokenizer_parity: bool = True
     extra_probes: StrList = Field(default_factory=list, description="More strings for the tokenizer parity check")
     quality: Quality = Field(default_factory=Quality)
@@ -343,18 +347,32 @@ class Recipe(StrictModel):
     publish: Publish
 
     _path: Path | None = PrivateAttr(None)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        if value is not None and not NAME.match(value):
-            raise ValueError(f"{value!r} is not a build name (letters, digits, . _ -)")
+        if value is not None and (problem := limits.name_problem(value)):
+            raise ValueError(f"{value!r} is not a build name: {problem}")
         return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
         built = set(self.quantize.types)
         where: tuple[int | str, ...]
+        if self.quantize.basename is None and (
+            problem := limits.name_problem(self.basename, limits.MAX_BASENAME_BYTES)
+        ):
+            raise FieldProblem(
+                f"the file name stem made from it, {self.basename!r}, {problem}; set quantize.basename",
+                ("model", "name"),
+            )
+        if self.smoke.max_tokens >= self.smoke.context_length:
+            raise FieldProblem(
+                f"{self.smoke.max_tokens} tokens do not fit a smoke context of {self.smoke.context_length} with the "
+                "prompt; lower max_tokens or raise smoke.context_length",
+                ("smoke", "max_tokens"),
+            )
         for b, branch in enumerate(self.publish.branches):
             for t, name in enumerate(branch.types):
                 if name not in built:
@@ -373,6 +391,11 @@ class Recipe(StrictModel):
     def path(self) -> Path | None:
         """The file this recipe was loaded from, if any."""
         return self._path
+
+    @property
+    def warnings(self) -> list[str]:
+        """Lines about values that are allowed but doubtful, found when the recipe was loaded."""
+        return list(self._warnings)
 
     @property
     def build_name(self) -> str:
@@ -410,7 +433,7 @@ class Recipe(StrictModel):
 
 def slug(text: str, sep: str) -> str:
     """Lower-case ``text`` with every run of other characters turned into ``sep``."""
-    return re.sub(r"[^a-z0-9.]+", sep, text.lower()).strip(sep) or "model"
+    return re.sub(r"[^a-z0-9.]+", sep, text.lower()).strip(sep + ".") or "model"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -650,23 +673,62 @@ def _format_errors(path: Path, root: yaml.Node, err: ValidationError) -> list[st
     return [text for _line, text in sorted(problems, key=lambda p: p[0])]
 
 
-def parse_recipe(text: str, path: Path) -> Recipe:
-    """Validate recipe ``text`` as if read from ``path`` (used for messages and relative paths)."""
+def _surrogates(path: Path, root: yaml.Node, data: Any, loc: tuple[int | str, ...] = ()) -> list[str]:
+    """One line per text value holding a lone surrogate (YAML lets "\\ud800" escapes make them)."""
+    if isinstance(data, dict):
+        keys = [key for key in data if isinstance(key, str) and limits.surrogate_problem(key)]
+        if keys:  # the key itself cannot be shown, so blame the mapping that holds it
+            return [_problem_line(path, root, loc, f"a key {limits.surrogate_problem(keys[0])}")]
+        return [line for key, value in data.items() for line in _surrogates(path, root, value, (*loc, str(key)))]
+    if isinstance(data, list):
+        return [line for index, value in enumerate(data) for line in _surrogates(path, root, value, (*loc, index))]
+    problem = limits.surrogate_problem(data) if isinstance(data, str) else None
+    return [_problem_line(path, root, loc, problem)] if problem else []
+
+
+def _problem_line(path: Path, root: yaml.Node, loc: tuple[int | str, ...], message: str) -> str:
+    return f"{path}:{_locate(root, loc)}: {_dotted(loc)}: {message}"
+
+
+def _parse(text: str, path: Path) -> tuple[Recipe, yaml.Node]:
     root = _compose(path, text)
     _check_tree(path, root)
     data = _construct(path, root)
+    if problems := _surrogates(path, root, data):
+        raise RecipeError(problems)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
         raise RecipeError(_format_errors(path, root, err)) from None
     recipe._path = path
-    return recipe
+    return recipe, root
+
+
+def parse_recipe(text: str, path: Path) -> Recipe:
+    """Validate recipe ``text`` as if read from ``path`` (used for messages and relative paths).
+
+    Only the text is checked; :func:`load_recipe` also checks the paths it names.
+    """
+    return _parse(text, path)[0]
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; raises :class:`RecipeError` with one line per problem."""
+    """Read and validate a recipe file and the files it names; :class:`RecipeError` has one line per problem.
+
+    Paths must be files or folders of the expected kind, the build name (the file's stem unless
+    ``name`` is set) a safe folder name, and context lengths within what the local source was
+    trained on (see :mod:`publisher.limits`).
+    """
     path = Path(path)
-    return parse_recipe(_read_text(path), path)
+    recipe, root = _parse(_read_text(path), path)
+    problems, warnings = limits.check_files(recipe)
+    lines = [_problem_line(path, root, loc, message) for loc, message in problems]
+    if recipe.name is None and (problem := limits.name_problem(path.stem)):
+        lines.insert(0, f"{path}: build name {path.stem!r} (from the file's name): {problem}; set name in the recipe")
+    if lines:
+        raise RecipeError(lines)
+    recipe._warnings = [_problem_line(path, root, loc, message) for loc, message in warnings]
+    return recipe
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from publisher.hashes import cache_for
-from publisher.manifest import Manifest, StageRecord, save_manifest
+from publisher.manifest import Manifest, StageRecord, guard_write, save_manifest
 from publisher.recipe import Recipe
 
 LOGS_DIR = "logs"
@@ -79,6 +79,6 @@ class BuildContext:
 
     def logs_dir(self) -> Path:
         """The build's log folder, created on demand."""
-        path = self.build_dir / LOGS_DIR
+        path = guard_write(self.build_dir / LOGS_DIR)
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -9,6 +9,7 @@ written to a hidden temporary name and renamed when complete; its log is kept in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from publisher import gguf_info
 from publisher.errors import ConversionError, ManifestError
-from publisher.manifest import Artifact, fingerprint, write_text_atomic
+from publisher.manifest import DISK_FULL, Artifact, disk_full_error, fingerprint, guard_write, write_text_atomic
 from publisher.recipe import Recipe
 from publisher.stages import BuildContext, Stage, register
 
@@ -152,7 +153,8 @@ def run_converter(ctx: BuildContext, source: Path, outfile: Path, metadata_file:
     log_chunks: list[str] = []
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with (
-        log_path.open("w", encoding="utf-8") as log,
+        contextlib.ExitStack() as stack,
+        guard_write(log_path).open("w", encoding="utf-8") as log,
         Progress(*columns, console=ctx.console, transient=True) as progress,
     ):
         log.write(f"$ {' '.join(cmd)}\n")
@@ -161,6 +163,7 @@ def run_converter(ctx: BuildContext, source: Path, outfile: Path, metadata_file:
         assert proc.stdout is not None
         seen = 0
         pending = b""
+        stack.callback(_stop, proc)  # Ctrl-C or a failure here must not leave the converter writing
         while chunk := os.read(proc.stdout.fileno(), 65536):
             pending += chunk
             # tqdm redraws with carriage returns; treat them as line ends.
@@ -181,8 +184,16 @@ def run_converter(ctx: BuildContext, source: Path, outfile: Path, metadata_file:
             log.write(pending.decode("utf-8", errors="replace") + "\n")
         returncode = proc.wait()
         log.write(f"exit code {returncode}\n")
+    if returncode != 0 and any("No space left on device" in line for line in log_chunks[-50:]):
+        raise disk_full_error(outfile.parent)
     if returncode != 0 or not outfile.is_file():
         raise ConversionError(explain_failure("\n".join(log_chunks[-400:]), returncode, source, log_path))
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 @register("convert")
@@ -210,11 +221,15 @@ class ConvertStage(Stage):
         logs = ctx.logs_dir()
         metadata_file = logs / METADATA_NAME
         write_text_atomic(metadata_file, json.dumps(gguf_metadata(ctx.recipe), indent=2, ensure_ascii=False) + "\n")
-        tmp = target.with_name(f".{target.name}.partial")
+        tmp = guard_write(target.with_name(f".{guard_write(target).name}.partial"))
         tmp.unlink(missing_ok=True)
         try:
             run_converter(ctx, Path(source.path), tmp, metadata_file, logs / LOG_NAME)
             os.replace(tmp, target)
+        except OSError as err:
+            if err.errno in DISK_FULL:  # the log, written here as the converter goes
+                raise disk_full_error(ctx.build_dir) from None
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         seconds = time.perf_counter() - started

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -20,9 +21,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from publisher import gguf_info, quants
 from publisher.errors import ManifestError, QuantizationError
-from publisher.manifest import Artifact, atomic_path, fingerprint
+from publisher.manifest import Artifact, atomic_path, disk_full_error, fingerprint, guard_write
 from publisher.stages import BuildContext, Stage, register
 
+# Free bytes under which a failed quantization is blamed on a full disk (llama.cpp does not say).
+FULL_DISK_BYTES = 1024 * 1024
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback")
 _log_lock = threading.Lock()
@@ -93,7 +96,7 @@ class _LlamaLog:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
         if self._partial:
             self.lines.append(self._partial)
-        self.log_path.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
+        guard_write(self.log_path).write_text("\n".join(self.lines) + "\n", encoding="utf-8")
 
     def fallbacks(self) -> str | None:
         """llama.cpp's note on tensors that needed another block format, if any."""
@@ -135,6 +138,8 @@ def quantize_file(ctx: BuildContext, reference: Path, out: Path, quant_type: str
         progress.update(task, completed=log.total or 1, total=log.total or 1)
     if "error" in result:
         raise QuantizationError(f"quantize {quant_type}: {result['error']}")
+    if result.get("rc") != 0 and shutil.disk_usage(out.parent).free < FULL_DISK_BYTES:
+        raise disk_full_error(out.parent, out.stat().st_size if out.is_file() else None)
     if result.get("rc") != 0 or not out.is_file() or out.stat().st_size == 0:
         raise QuantizationError(
             f"quantize {quant_type}: llama.cpp's quantizer failed ({log.last_error()}); "

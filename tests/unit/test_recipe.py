@@ -136,6 +136,7 @@ def test_relative_paths_are_relative_to_the_recipe_file(tmp_path: Path, monkeypa
     folder.mkdir()
     text = MINIMAL.replace("  repo: acme/tiny\n", "  path: ../models/tiny\n")
     (folder / "r.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from publisher import limits
 from publisher.cli import app
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "recipes"
@@ -149,10 +150,84 @@ CASES = [
         append("  target: s3\n"),
         "r.yaml:16: publish.target: input should be 'local' or 'hf' (got 's3')",
     ),
+    # bounds, each with its reason
     Case(
-        "gpu-layers-bound",
+        "gpu-layers-below",
         append("smoke:\n  gpu_layers: -2\n"),
-        "r.yaml:17: smoke.gpu_layers: input should be greater than or equal to -1 (got -2)",
+        "r.yaml:17: smoke.gpu_layers: -2 is out of range -1..1000: -1 offloads every layer, and no model has more"
+        " than 1000",
+    ),
+    Case(
+        "gpu-layers-above",
+        append("smoke:\n  gpu_layers: 1001\n"),
+        "r.yaml:17: smoke.gpu_layers: 1001 is out of range -1..1000: -1 offloads every layer, and no model has more"
+        " than 1000",
+    ),
+    Case(
+        "threads-absurd",
+        replace("  types:\n", "  threads: 1000000000\n  types:\n"),
+        f"r.yaml:8: quantize.threads: 1000000000 is out of range 0..{limits.max_threads()}: at most 8 per core of"
+        " this machine; 0 uses every core",
+    ),
+    Case(
+        "threads-negative",
+        replace("  types:\n", "  threads: -1\n  types:\n"),
+        f"r.yaml:8: quantize.threads: -1 is out of range 0..{limits.max_threads()}: at most 8 per core of this"
+        " machine; 0 uses every core",
+    ),
+    Case(
+        "smoke-context-beyond-32-bits",
+        append("smoke:\n  context_length: 4294967297\n"),
+        "r.yaml:17: smoke.context_length: 4294967297 is out of range 16..1048576: llama.cpp allocates the whole"
+        " context up front; no model is trained on more",
+    ),
+    Case(
+        "smoke-context-2-31",
+        append("smoke:\n  context_length: 2147483648\n  max_tokens: 8\n"),
+        "r.yaml:17: smoke.context_length: 2147483648 is out of range 16..1048576: llama.cpp allocates the whole"
+        " context up front; no model is trained on more",
+    ),
+    Case(
+        "model-context-zero",
+        replace("  license: mit\n", "  license: mit\n  context_length: 0\n"),
+        "r.yaml:7: model.context_length: 0 is out of range 16..1048576: llama.cpp allocates the whole context up"
+        " front; no model is trained on more",
+    ),
+    Case(
+        "quality-context-tiny",
+        append("smoke:\n  quality:\n    context_length: 8\n"),
+        "r.yaml:18: smoke.quality.context_length: 8 is out of range 16..1048576: llama.cpp allocates the whole"
+        " context up front; no model is trained on more",
+    ),
+    Case(
+        "quality-chunks-absurd",
+        append("smoke:\n  quality:\n    max_chunks: 1000000000000\n"),
+        "r.yaml:18: smoke.quality.max_chunks: 1000000000000 is out of range 1..10000: each chunk is evaluated on"
+        " every file; a few dozen measure quality well",
+    ),
+    Case(
+        "seed-beyond-64-bits",
+        append("smoke:\n  seed: 18446744073709551617\n"),
+        "r.yaml:17: smoke.seed: 18446744073709551617 is out of range 0..4294967294: llama.cpp seeds are 32-bit and"
+        " 4294967295 means a random seed",
+    ),
+    Case(
+        "seed-negative",
+        append("smoke:\n  seed: -1\n"),
+        "r.yaml:17: smoke.seed: -1 is out of range 0..4294967294: llama.cpp seeds are 32-bit and 4294967295 means a"
+        " random seed",
+    ),
+    Case(
+        "max-tokens-absurd",
+        append("smoke:\n  max_tokens: 1000000000\n"),
+        "r.yaml:17: smoke.max_tokens: 1000000000 is out of range 1..4096: a smoke answer needs a few dozen tokens,"
+        " and every file generates it",
+    ),
+    Case(
+        "max-tokens-beyond-context",
+        append("smoke:\n  max_tokens: 600\n  context_length: 512\n"),
+        "r.yaml:17: smoke.max_tokens: 600 tokens do not fit a smoke context of 512 with the prompt; lower max_tokens"
+        " or raise smoke.context_length",
     ),
     Case(
         "empty-prompt",
@@ -281,10 +356,68 @@ CASES = [
         append("  branches:\n    - name: a..b\n      types: [Q8_0]\n"),
         "r.yaml:17: publish.branches[0].name: 'a..b' is not a valid branch name",
     ),
+    # names that become file names
     Case(
         "bad-build-name",
         append("name: my build\n"),
-        "r.yaml:16: name: 'my build' is not a build name (letters, digits, . _ -)",
+        "r.yaml:16: name: 'my build' is not a build name: a space is not allowed (letters, digits, . _ - only)",
+    ),
+    Case(
+        "build-name-dot-dot",
+        append("name: '..'\n"),
+        "r.yaml:16: name: '..' is not a build name: must start with a letter or digit",
+    ),
+    Case(
+        "build-name-trailing-dot",
+        append("name: tiny.\n"),
+        "r.yaml:16: name: 'tiny.' is not a build name: must not end with a dot",
+    ),
+    Case(
+        "build-name-rtl-mark",
+        append('name: "tiny\\u200f"\n'),
+        "r.yaml:16: name: 'tiny\\u200f' is not a build name: U+200F (RIGHT-TO-LEFT MARK) is not allowed (letters,"
+        " digits, . _ - only)",
+    ),
+    Case(
+        "build-name-too-long",
+        append(f"name: {'b' * 256}\n"),
+        f"r.yaml:16: name: '{'b' * 256}' is not a build name: is 256 bytes; at most 255 fit the longest file name a"
+        " build writes",
+    ),
+    Case(
+        "basename-newline",
+        replace("  types:\n", '  basename: "tiny\\n"\n  types:\n'),
+        "r.yaml:8: quantize.basename: 'tiny\\n' is not a file name stem: U+000A is not allowed (letters, digits,"
+        " . _ - only)",
+    ),
+    Case(
+        "basename-separator",
+        replace("  types:\n", "  basename: ../up\n  types:\n"),
+        "r.yaml:8: quantize.basename: '../up' is not a file name stem: the path separator '/' is not allowed"
+        " (letters, digits, . _ - only)",
+    ),
+    Case(
+        "basename-too-long",
+        replace("  types:\n", f"  basename: {'a' * 250}\n  types:\n"),
+        f"r.yaml:8: quantize.basename: '{'a' * 250}' is not a file name stem: is 250 bytes; at most"
+        f" {limits.MAX_BASENAME_BYTES} fit the longest file name a build writes",
+    ),
+    Case(
+        "model-name-too-long-for-a-basename",
+        replace("name: Tiny", f"name: {'Tiny ' * 60}"),
+        f"r.yaml:4: model.name: the file name stem made from it, '{'tiny_' * 59}tiny', is 299 bytes; at most"
+        f" {limits.MAX_BASENAME_BYTES} fit the longest file name a build writes; set quantize.basename",
+    ),
+    Case(
+        "model-name-surrogate",
+        replace("name: Tiny", 'name: "Ti\\ud800ny"'),
+        "r.yaml:4: model.name: holds a lone surrogate U+D800, which is not a character and cannot be written as UTF-8",
+    ),
+    Case(
+        "template-surrogate",
+        replace("  license: mit\n", '  license: mit\n  prompt_template: "\\udfff {prompt}"\n'),
+        "r.yaml:7: model.prompt_template: holds a lone surrogate U+DFFF, which is not a character and cannot be"
+        " written as UTF-8",
     ),
     # malformed files
     Case("empty-file", "", "r.yaml: the file is empty; a recipe needs source, model, quantize, card and publish"),
@@ -391,7 +524,9 @@ def test_minimal_fixture_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_bad_recipe_is_one_clear_line(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     path = _write(case, tmp_path)
+    before = sorted(tmp_path.rglob("*"))
     result = CliRunner().invoke(app, ["validate", str(path)])
+    assert sorted(tmp_path.rglob("*")) == before  # validation writes nothing
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)  # a clean exit, not an escaped exception
     assert "Traceback" not in result.output
