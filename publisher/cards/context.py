@@ -13,8 +13,8 @@ from typing import Any
 
 from publisher import prompts, quants
 from publisher.cards import rows
-from publisher.cards.text import code_fence
 from publisher.cards.frontmatter import strip_frontmatter
+from publisher.cards.text import code_fence
 from publisher.manifest import Manifest, SourceRecord
 from publisher.recipe import Recipe
 from publisher.report import format_bytes

@@ -181,5 +181,3 @@ def write_outputs(text: str, *, out: Path | None = None, html_out: Path | None =
             raise CardError(f"{path}: cannot write ({err.strerror})") from None
         written.append(path)
     return written
-
-

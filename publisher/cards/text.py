@@ -7,8 +7,6 @@ import re
 import shlex
 
 
-
-
 def md_cell(value: object) -> str:
     """Text made safe for one markdown table cell: pipes and backslashes escaped, one line, no HTML."""
     text = html.escape(str(value), quote=False)

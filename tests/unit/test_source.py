@@ -61,7 +61,10 @@ def test_transformers_configs(tmp_path: Path) -> None:
 
 
 def test_multimodal_wrapper_and_non_decoder_configs(tmp_path: Path) -> None:
-    wrapped = {"model_type": "llava", "text_config": {"num_hidden_layers": 4, "num_attention_heads": 8, "hidden_size": 256}}
+    wrapped = {
+        "model_type": "llava",
+        "text_config": {"num_hidden_layers": 4, "num_attention_heads": 8, "hidden_size": 256},
+    }
     arch = source.read_architecture(_folder_with_config(tmp_path / "llava", wrapped))
     assert arch == Architecture(n_layers=4, n_heads=8, n_kv_heads=8, head_dim=32, hidden=256)
     assert source.read_architecture(_folder_with_config(tmp_path / "vision", {"image_size": 224})) is None
@@ -87,8 +90,9 @@ def test_fetch_records_what_the_card_needs(tmp_path: Path) -> None:
 
 def test_a_card_from_recorded_facts_never_needs_the_folder(tmp_path: Path) -> None:
     recipe = load_recipe(GOLDEN_CARD.parents[3] / "recipes" / "causallm-14b.yaml")
-    from_folder = cards.render_card(recipe, fake_build(recipe, tmp_path / "a", {"Q4_0": 8_180_411_392}),
-                                    source_dir=CAUSALLM_SOURCE)
+    from_folder = cards.render_card(
+        recipe, fake_build(recipe, tmp_path / "a", {"Q4_0": 8_180_411_392}), source_dir=CAUSALLM_SOURCE
+    )
     copy = shutil.copytree(CAUSALLM_SOURCE, tmp_path / "gone")
     manifest = fake_build(recipe, tmp_path / "b", {"Q4_0": 8_180_411_392})
     assert manifest.source is not None
