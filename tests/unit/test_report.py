@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from card_helpers import fake_build, recipe_variant
+from rich.console import Console
+
 from publisher import report
 from publisher.manifest import Artifact, QualityResult, SmokeResult
+from publisher.pipeline import BuildResult, result_table
+from publisher.summary import build_summary
 
 
 def _artifact(quality: QualityResult | None = None, smoke: SmokeResult | None = None) -> Artifact:
@@ -40,3 +47,17 @@ def test_quality_cells_in_each_style() -> None:
         assert empty == report.QualityCells(*[style.missing] * 4)
     no_top1 = _artifact(QualityResult(perplexity=7.0, tokens=10))
     assert report.quality_cells(no_top1, report.SUMMARY).top1_agreement == "n/a"
+
+
+def test_summary_and_build_table_show_the_figures_the_same_way(tmp_path: Path) -> None:
+    recipe = recipe_variant(tmp_path)
+    workdir = tmp_path / "work"
+    manifest = fake_build(recipe, workdir / recipe.build_name, {"Q4_0": 8_180_411_392})
+    summary = build_summary(recipe, workdir)
+    assert "| 4.62 | 8.18 GB | main | passed |" in summary
+    assert "| Q4_0 | 6.500 | 0.0500 | 90.0% | 10.0 | passed |" in summary
+    console = Console(record=True, width=200)
+    console.print(result_table(BuildResult(manifest=manifest, build_dir=workdir, types=["Q4_0"])))
+    row = next(line for line in console.export_text().splitlines() if "Q4_0" in line)
+    cells = [cell.strip() for cell in row.split("│")[1:9]]
+    assert cells == ["Q4_0", "8,180.4 MB", "4.62", "6.500", "0.0500", "90.0", "10.0", "passed"]
