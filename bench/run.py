@@ -176,7 +176,7 @@ def large_subject(work: Path, types: list[str]) -> Subject:
 
 def describe_model(subject: Subject) -> dict[str, Any]:
     """Size figures of a model: parameters, largest tensor, f16 file (once converted)."""
-    from publisher.stages.fetch import read_safetensors_header, safetensors_stats
+    from publisher.source import read_safetensors_header, safetensors_stats
 
     files = sorted(subject.model.path.glob("*.safetensors"))
     stats = safetensors_stats(files)

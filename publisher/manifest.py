@@ -101,6 +101,50 @@ class Artifact(Record):
     shards: list[str] = Field(default_factory=list, description="Shards, when the file is too large for one upload")
 
 
+class Architecture(Record):
+    """The source's shape, read from its ``config.json`` when it was fetched."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    hidden: int
+    intermediate: int | None = None
+    vocab: int | None = None
+    tied_embeddings: bool = False
+    attention_bias: bool = False
+    max_positions: int | None = Field(None, description="The context length the model was trained for")
+    sliding_window: int | None = None
+    experts: int | None = Field(None, description="Experts per MoE layer")
+    experts_per_token: int | None = None
+
+    def kv_cache_bytes(self, context: int, bytes_per_value: int = 2) -> int:
+        """K and V for every layer at ``context`` tokens (llama.cpp keeps them in f16 unless told otherwise)."""
+        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * context * bytes_per_value
+
+    def parameters(self) -> int | None:
+        """Parameter count of a Llama-style decoder, or ``None`` when the config lacks a figure."""
+        if self.intermediate is None or self.vocab is None:
+            return None
+        q_out = self.n_heads * self.head_dim
+        kv_out = self.n_kv_heads * self.head_dim
+        attention = self.hidden * q_out + 2 * self.hidden * kv_out + q_out * self.hidden
+        if self.attention_bias:
+            attention += q_out + 2 * kv_out + self.hidden
+        mlp = 3 * self.hidden * self.intermediate
+        per_layer = attention + mlp + 2 * self.hidden  # two RMSNorm weights
+        embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+        return self.n_layers * per_layer + embeddings + self.hidden  # final norm
+
+
+class SourceFacts(Record):
+    """What the card needs to know about the source, recorded by fetch so the card never opens the folder."""
+
+    architecture: Architecture | None = Field(None, description="None when config.json describes no decoder")
+    readme: str | None = Field(None, description="The source's own README.md, as fetched")
+    readme_sha256: str | None = None
+
+
 class SourceRecord(Record):
     """What was fetched."""
 
@@ -110,6 +154,7 @@ class SourceRecord(Record):
     path: str = Field(description="Local folder the build read the source from")
     parameters: int | None = None
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 of what conversion read")
+    facts: SourceFacts | None = Field(None, description="None in manifests written before fetch recorded them")
 
 
 class StageRecord(Record):

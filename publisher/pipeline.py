@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from publisher import __version__, quants
+from publisher import __version__, quants, report
 from publisher.errors import PublisherError, SmokeTestError
 from publisher.manifest import (
     Artifact,
@@ -294,10 +294,6 @@ def _write_run_report(result: BuildResult) -> None:
     write_text_atomic(logs / RUN_REPORT_NAME, json.dumps(report, indent=2) + "\n")
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def result_table(result: BuildResult) -> Table:
     """The final table of a build: one row per artifact, the reference first."""
     table = Table(title=f"{result.manifest.build_name}: {result.build_dir}", title_justify="left")
@@ -308,16 +304,16 @@ def result_table(result: BuildResult) -> Table:
         result.manifest.artifacts[t] for t in result.types if t in result.manifest.artifacts
     ]
     for art in rows:
-        quality, smoke = art.quality, art.smoke
+        cells = report.quality_cells(art, report.TERMINAL)
         status = {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(art.status, "not checked")
         table.add_row(
             escape(art.quant_type),
-            f"{art.size_bytes / 1e6:,.1f} MB",
+            report.format_bytes(art.size_bytes, "MB"),
             f"{art.bits_per_weight:.2f}",
-            _fmt(quality.perplexity if quality else None, ".3f"),
-            _fmt(quality.kl_divergence if quality else None, ".4f"),
-            _fmt(quality.top1_agreement * 100 if quality and quality.top1_agreement is not None else None, ".1f"),
-            _fmt(smoke.tokens_per_s if smoke else None, ".1f"),
+            cells.perplexity,
+            cells.kl_divergence,
+            cells.top1_agreement,
+            cells.tokens_per_s,
             status,
         )
     return table

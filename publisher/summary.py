@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from publisher import report
 from publisher.errors import PublishError
 from publisher.manifest import MANIFEST_NAME, Artifact, load_manifest
 from publisher.recipe import Recipe
@@ -11,10 +12,6 @@ from publisher.recipe import Recipe
 
 def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _num(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def _files(recipe: Recipe, artifacts: list[Artifact]) -> list[str]:
@@ -27,7 +24,7 @@ def _files(recipe: Recipe, artifacts: list[Artifact]) -> list[str]:
         name = Path(a.path).name + (f" ({len(a.shards)} parts)" if a.shards else "")
         status = a.status if a.status != "failed" else f"failed: {a.failure or 'see manifest'}"
         lines.append(
-            f"| {_cell(name)} | {a.quant_type} | {a.bits_per_weight:.2f} | {a.size_bytes / 1e9:.2f} GB "
+            f"| {_cell(name)} | {a.quant_type} | {a.bits_per_weight:.2f} | {report.format_bytes(a.size_bytes, 'GB')} "
             f"| {branch_of.get(a.quant_type, 'main')} | {_cell(status)} | `{a.sha256[:12]}` |"
         )
     return lines
@@ -39,14 +36,11 @@ def _quality(artifacts: list[Artifact]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for a in artifacts:
-        q, s = a.quality, a.smoke
+        cells = report.quality_cells(a, report.SUMMARY)
+        smoke = report.SUMMARY.missing if a.smoke is None else ("passed" if a.smoke.passed else "failed")
         lines.append(
-            f"| {a.quant_type} | {_num(q.perplexity if q else None, '.3f')} "
-            f"| {_num(q.kl_divergence if q else None, '.4f')} "
-            f"| {_num(q.top1_agreement * 100 if q and q.top1_agreement is not None else None, '.1f')}"
-            f"{'%' if q and q.top1_agreement is not None else ''} "
-            f"| {_num(s.tokens_per_s if s else None, '.1f')} "
-            f"| {'n/a' if s is None else ('passed' if s.passed else 'failed')} |"
+            f"| {a.quant_type} | {cells.perplexity} | {cells.kl_divergence} | {cells.top1_agreement} "
+            f"| {cells.tokens_per_s} | {smoke} |"
         )
     return lines
 

@@ -63,7 +63,7 @@ def isolated_hf_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
-    """The checkout's root folder (recipes/, templates/, recipe.schema.json live here)."""
+    """The checkout's root folder (recipes/ and recipe.schema.json live here)."""
     return REPO_ROOT
 
 

@@ -134,7 +134,7 @@ def _converter_version() -> str:
 
 def run_converter(ctx: BuildContext, source: Path, outfile: Path, metadata_file: Path, log_path: Path) -> None:
     """Run the converter on ``source`` writing ``outfile``; progress on the console, output to ``log_path``."""
-    from publisher.stages.fetch import safetensors_stats
+    from publisher.source import safetensors_stats
 
     tensors = safetensors_stats(sorted(source.glob("*.safetensors"))).tensors or None
     cmd = [

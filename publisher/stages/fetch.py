@@ -2,7 +2,9 @@
 
 A local folder (``source.path`` or ``--source-dir``) is used in place. Otherwise the files the
 converter needs, plus README.md for the card, are downloaded from ``source.repo`` at
-``source.revision`` into ``<build>/source`` and the commit the revision resolved to is recorded.
+``source.revision`` into ``<build>/source`` and the commit the revision resolved to is recorded,
+with the facts the card needs (parameter count, shape from config.json, the original README;
+see :mod:`publisher.source`), so that nothing after fetch opens the source folder again.
 Before anything is downloaded or written, free disk is checked against an estimate of what the
 build will need, and the build is refused with the numbers when it does not fit.
 """
@@ -10,101 +12,23 @@ build will need, and the build is refused with the numbers when it does not fit.
 from __future__ import annotations
 
 import fnmatch
-import json
 import shutil
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from publisher import quants
 from publisher.errors import DiskSpaceError, SourceError
 from publisher.manifest import SourceRecord, fingerprint
+from publisher.report import format_bytes
+from publisher.source import read_facts, safetensors_stats, wanted_files
 from publisher.stages import BuildContext, Stage, register
-
-# What llama.cpp's converter reads (weights, config, tokenizer in its several formats), plus README.md.
-CONFIG_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.json",
-    "chat_template.jinja",
-    "*.tiktoken",
-    "README.md",
-)
-SAFETENSORS = ("*.safetensors", "model.safetensors.index.json")
-PYTORCH_BIN = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
 
 # Bytes per parameter of the converter's output types.
 OUTTYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
 # Slack on top of the estimate: metadata, the vocabulary, rounding, a little room to breathe.
 DISK_MARGIN = 1.03
 DISK_SLACK_BYTES = 64 * 1024 * 1024
-GB = 1000**3
-
-
-def allow_patterns(names: list[str]) -> list[str]:
-    """The patterns to fetch given a repo's file list: safetensors when present, else PyTorch .bin files."""
-    has_safetensors = any(fnmatch.fnmatch(n, "*.safetensors") for n in names)
-    return list(CONFIG_FILES) + list(SAFETENSORS if has_safetensors else PYTORCH_BIN)
-
-
-def wanted_files(names: list[str]) -> list[str]:
-    """The subset of ``names`` (top-level files only) that conversion and the card read."""
-    patterns = allow_patterns(names)
-    return sorted(n for n in names if "/" not in n and any(fnmatch.fnmatch(n, p) for p in patterns))
-
-
-@dataclass(frozen=True)
-class TensorStats:
-    """Totals read from safetensors headers."""
-
-    parameters: int
-    data_bytes: int
-    tensors: int
-
-
-def safetensors_stats(paths: list[Path]) -> TensorStats:
-    """Parameter count, tensor bytes and tensor count from the headers of safetensors files (data is not read)."""
-    params = nbytes = count = 0
-    for path in paths:
-        header = read_safetensors_header(path)
-        for name, entry in header.items():
-            if name == "__metadata__" or not isinstance(entry, dict):
-                continue
-            elements = 1
-            for dim in entry.get("shape", []):
-                elements *= int(dim)
-            start, end = entry.get("data_offsets", (0, 0))
-            params += elements
-            nbytes += int(end) - int(start)
-            count += 1
-    return TensorStats(params, nbytes, count)
-
-
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file."""
-    with path.open("rb") as handle:
-        raw = handle.read(8)
-        if len(raw) != 8:
-            raise SourceError(f"{path}: too short to be a safetensors file; re-download it")
-        (length,) = struct.unpack("<Q", raw)
-        if length > 100 * 1024 * 1024:
-            raise SourceError(f"{path}: safetensors header claims {length} bytes; the file is damaged, re-download it")
-        try:
-            header = json.loads(handle.read(length))
-        except ValueError:
-            raise SourceError(f"{path}: unreadable safetensors header; the file is damaged, re-download it") from None
-    if not isinstance(header, dict):
-        raise SourceError(f"{path}: unreadable safetensors header; the file is damaged, re-download it")
-    return header
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,10 +62,6 @@ def estimate(parameters: int, outtype: str, types: list[str], *, download: int =
     )
 
 
-def _gb(n: int) -> str:
-    return f"{n / GB:.2f} GB"
-
-
 def free_bytes(where: Path) -> int:
     """Free bytes on the file system holding ``where`` (or its nearest existing parent)."""
     probe = where
@@ -157,14 +77,14 @@ def check_disk(where: Path, plan: DiskPlan, *, free: int | None = None) -> None:
         return
     parts = []
     if plan.download:
-        parts.append(f"download {_gb(plan.download)}")
+        parts.append(f"download {format_bytes(plan.download, 'GB')}")
     if plan.reference:
-        parts.append(f"{plan.reference_type} reference {_gb(plan.reference)}")
+        parts.append(f"{plan.reference_type} reference {format_bytes(plan.reference, 'GB')}")
     if plan.quants:
-        parts.append("quants " + ", ".join(f"{t} {_gb(b)}" for t, b in plan.quants.items()))
+        parts.append("quants " + ", ".join(f"{t} {format_bytes(b, 'GB')}" for t, b in plan.quants.items()))
     raise DiskSpaceError(
-        f"not enough free disk at {where}: the build needs about {_gb(plan.total)} ({'; '.join(parts)}) "
-        f"but {_gb(available)} is free; free some space, build fewer types with --only, "
+        f"not enough free disk at {where}: the build needs about {format_bytes(plan.total, 'GB')} ({'; '.join(parts)}) "
+        f"but {format_bytes(available, 'GB')} is free; free some space, build fewer types with --only, "
         "or use --workdir on a larger disk"
     )
 
@@ -251,7 +171,7 @@ def _download(ctx: BuildContext) -> tuple[Path, str | None]:
         params = info.safetensors.total if info.safetensors else weights // 2
         check_disk(ctx.build_dir, estimate(params, ctx.recipe.convert.outtype, ctx.selected_types(), download=to_get))
         ctx.console.print(
-            f"fetching {len(names)} files of {source.repo} at {info.sha} ({to_get / GB:.2f} GB to download)"
+            f"fetching {len(names)} files of {source.repo} at {info.sha} ({format_bytes(to_get, 'GB')} to download)"
         )
         path = snapshot_download(source.repo, revision=info.sha, allow_patterns=names, local_dir=dest, tqdm_class=None)
     except GatedRepoError:
@@ -295,7 +215,7 @@ class FetchStage(Stage):
         return ctx.files_match(source.files, base=Path(source.path))
 
     def run(self, ctx: BuildContext) -> None:
-        """Find or download the source, hash its files and count its parameters."""
+        """Find or download the source, hash its files, and record its parameters, shape and own card."""
         started = time.perf_counter()
         ctx.forget(self.name)
         local = _local_dir(ctx)
@@ -316,5 +236,6 @@ class FetchStage(Stage):
             path=str(folder),
             parameters=stats.parameters or None,
             files=hashes,
+            facts=read_facts(folder),
         )
         ctx.record(self.name, _settings(ctx), [], time.perf_counter() - started)
