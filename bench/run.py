@@ -535,6 +535,7 @@ def bench_publish(bench: Bench, subject: Subject) -> dict[str, Any]:
         "bytes_written": int(written.median),
         "artifact_bytes": published,
         "bytes_copied": report["bytes_copied"],
+        "bytes_cloned": report.get("bytes_cloned", 0),
         "bytes_linked": report["bytes_linked"],
         "files": report["files"],
         "wall_s": round(seconds.median, 4),

@@ -171,7 +171,7 @@ def task_card_render(args: Report) -> Report:
 
 
 def task_publish_local(args: Report) -> Report:
-    """Publish a finished build to a local target folder; report what the target linked and copied."""
+    """Publish a finished build to a local target folder; report what the target copied, reflinked and linked."""
     from rich.console import Console
 
     from publisher import publish
@@ -190,6 +190,7 @@ def task_publish_local(args: Report) -> Report:
         "files": {f.path_in_repo: f.size for f in files},
         "published_bytes": sum(f.size for f in files),
         "bytes_copied": target.bytes_copied,
+        "bytes_cloned": target.bytes_cloned,
         "bytes_linked": target.bytes_linked,
     }
 

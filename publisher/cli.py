@@ -268,11 +268,19 @@ def build(
         _publish(recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=False)
 
 
-def _publish(recipe: Recipe, *, workdir: Path, target: str | None, hub_dir: Path, dry_run: bool) -> None:
+def _publish(
+    recipe: Recipe, *, workdir: Path, target: str | None, hub_dir: Path, dry_run: bool, hard_links: bool = False
+) -> None:
     from publisher import publish as publishing
 
     outcome = publishing.publish(
-        recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run, console=err_console
+        recipe,
+        workdir=workdir,
+        target=target,
+        hub_dir=hub_dir,
+        hard_links=hard_links,
+        dry_run=dry_run,
+        console=err_console,
     )
     if isinstance(outcome, publishing.PublishPlan):
         publishing.print_plan(outcome, console)
@@ -292,9 +300,24 @@ def publish(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan (files, sizes, branches, commit) and change nothing.")
     ] = False,
+    hard_links: Annotated[
+        bool,
+        typer.Option(
+            "--hard-links",
+            help="Local target: hard-link the build's GGUFs instead of storing a copy (the build and the mirror "
+            "then share their bytes).",
+        ),
+    ] = False,
 ) -> None:
     """Publish a build's passed GGUFs and README.md: one commit per branch, only what changed."""
-    _publish(load(recipe_path), workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run)
+    _publish(
+        load(recipe_path),
+        workdir=workdir,
+        target=target,
+        hub_dir=hub_dir,
+        dry_run=dry_run,
+        hard_links=hard_links,
+    )
 
 
 @app.command()

@@ -1,13 +1,15 @@
 """Publish a finished build: plan what a target lacks, then make one commit per branch.
 
 ``plan_publish`` reads the build's manifest and card, refuses builds that are not publishable
-(no manifest, failed artifacts, nothing passed, files changed since they were tested), splits
-files over the Hub's per-file limit into shards, assigns files to branches (a type listed under
-``publish.branches`` goes to that branch, every other type to ``main``, README.md to each) and
-asks the target which files it already holds with the same content. ``execute_plan`` then
-creates the repo and branches that are missing and commits only what differs, so publishing an
-unchanged build again makes no commit and moves no bytes, and a card-only change commits
-README.md alone.
+(``publisher.publishable``: no manifest, failed artifacts, nothing passed, files changed since
+they were tested, a recipe that changed what the files say or how they were tested), re-renders
+a card the recipe changed, splits files over the Hub's per-file limit into shards, assigns files
+to branches (a type listed under ``publish.branches`` goes to that branch, every other type to
+``main``, README.md to each) and asks the target which files it already holds with the same
+content. ``execute_plan`` then creates the repo and branches that are missing, stores every file
+(each hashed from its bytes and checked against the tested sha256) and only then commits what
+differs, so publishing an unchanged build again makes no commit and moves no bytes, and a
+card-only change commits README.md alone.
 """
 
 from __future__ import annotations
@@ -31,18 +33,15 @@ from publisher.manifest import (
     Manifest,
     disk_full_error,
     guard_write,
-    load_manifest,
     save_manifest,
     sha256_file,
     writes_confined_to,
 )
+from publisher.publishable import CARD_FILE, card_outdated, check_recipe_matches, load_publishable, refresh_card
 from publisher.recipe import Recipe
 from publisher.shard import HUB_MAX_FILE_BYTES, ensure_shards, plan_groups, recorded_shards, shard_name
 from publisher.targets import make_target
 from publisher.targets.base import LocalFile, Target
-
-CARD_FILE = "README.md"
-
 
 @dataclass(frozen=True)
 class PlannedFile:
@@ -104,6 +103,7 @@ class BranchResult:
     commit: str | None
     files: int
     bytes: int
+    repaired: int = 0  # files the branch held whose stored bytes were damaged or missing and were put back
 
 
 @dataclass
@@ -120,56 +120,6 @@ class PublishResult:
 def build_dir_of(recipe: Recipe, workdir: Path) -> Path:
     """Where ``publisher build`` puts this recipe's outputs."""
     return workdir / recipe.build_name
-
-
-def _verify(build_dir: Path, manifest: Manifest, artifact: Artifact, recipe: Recipe) -> Path:
-    path = build_dir / artifact.path
-    if not path.is_file():
-        raise PublishError(f"{path}: missing, though the manifest lists it; run `publisher build` again")
-    if path.stat().st_size != artifact.size_bytes:
-        raise PublishError(f"{path}: size changed since it was tested; run `publisher build` again")
-    from publisher.hashes import cache_for  # cached by inode, size and mtime, shared with the build
-
-    if cache_for(build_dir).sha256(path) != artifact.sha256:
-        raise PublishError(f"{path}: content changed since it was tested (sha256 differs); run `publisher build` again")
-    return path
-
-
-def load_publishable(recipe: Recipe, build_dir: Path) -> tuple[Manifest, list[Artifact], Path]:
-    """The manifest, the artifacts to publish and the card, or a ``PublishError`` saying why not."""
-    manifest = load_manifest(build_dir)
-    where = recipe.path or recipe.build_name
-    if manifest is None:
-        raise PublishError(f"{build_dir / MANIFEST_NAME}: no build manifest; run `publisher build {where}` first")
-    failed = manifest.failed_artifacts()
-    if failed:
-        names = ", ".join(f"{a.quant_type} ({a.failure or 'failed'})" for a in failed)
-        raise PublishError(
-            f"{build_dir}: refusing to publish, {len(failed)} artifact(s) failed their checks: {names}; "
-            "fix the recipe or drop those types and build again"
-        )
-    passed = manifest.passed_artifacts()
-    if not passed:
-        raise PublishError(f"{build_dir}: no artifact has passed its smoke tests; run `publisher build {where}` first")
-    untested = [
-        t for t in recipe.quantize.types if t not in manifest.artifacts or manifest.artifacts[t].status != "passed"
-    ]
-    if untested:
-        raise PublishError(
-            f"{build_dir}: refusing to publish, {', '.join(untested)} in quantize.types "
-            f"{'has' if len(untested) == 1 else 'have'} not been built and tested; run `publisher build {where}` first"
-        )
-    card = build_dir / str(manifest.card.get("path") or CARD_FILE)
-    if not card.is_file():
-        raise PublishError(f"{card}: no model card; run `publisher card {where}` or `publisher build {where}`")
-    recorded = manifest.card.get("sha256")
-    if isinstance(recorded, str) and recorded != sha256_file(card):
-        raise PublishError(
-            f"{card}: edited after the build rendered it; run `publisher card {where}` to render it again"
-        )
-    for artifact in passed:
-        _verify(build_dir, manifest, artifact, recipe)
-    return manifest, passed, card
 
 
 def _manifest_sha(build_dir: Path) -> str:
@@ -254,8 +204,12 @@ def plan_publish(
     untested = [a.quant_type for a in manifest.artifacts.values() if a.status == "built"]
     if untested:
         notes.append(f"not published, smoke tests not run yet: {', '.join(untested)}")
-    if recipe.fingerprint() != manifest.recipe_sha256:
-        notes.append("the recipe changed since this build; run `publisher build` to bring the build up to date")
+    check_recipe_matches(recipe, build_dir, manifest, passed)
+    if dry_run and card_outdated(recipe, build_dir, manifest):
+        notes.append("the recipe changed what the card shows; publishing renders README.md again first")
+    elif not dry_run and refresh_card(recipe, build_dir, manifest):
+        notes.append("the recipe changed what the card shows: re-rendered README.md, which this publish sends")
+        card = build_dir / str(manifest.card.get("path") or CARD_FILE)
     if not dry_run and _split_now(recipe, build_dir, manifest, passed, max_file_bytes):
         notes.append("split files over the per-file limit into shards and re-rendered the card")
         card = build_dir / str(manifest.card.get("path") or CARD_FILE)
@@ -315,30 +269,53 @@ def plan_publish(
 
 
 def execute_plan(plan: PublishPlan, target: Target, *, console: Console | None = None) -> PublishResult:
-    """Create what is missing and commit each branch's changed files in one commit."""
+    """Publish the plan as one release: every branch is created and every file stored before any commit.
+
+    Files are hashed from their bytes while the target stores or sends them (``Target.store_files``),
+    so a file that is not what was tested stops the release before anything refers to it. A branch
+    whose commit still fails after another branch was committed ends in an error that names what is
+    published and what is not; publishing again commits only the rest.
+    """
     out = console or Console(stderr=True)
     if not plan.repo_exists:
         target.create_repo(plan.repo_id, private=plan.private)
         out.print(f"created {escape(plan.location)}" + (" (private)" if plan.private else ""), highlight=False)
-    results: list[BranchResult] = []
-    for branch in plan.branches:
-        uploads = branch.uploads
-        if not uploads:
-            results.append(BranchResult(branch.name, None, 0, 0))
-            continue
+    changing = [b for b in plan.branches if b.uploads]
+    for branch in changing:
         if not branch.exists and branch.name != "main":
             target.create_branch(plan.repo_id, branch.name)
-        parent = branch.head if branch.exists else None
-        commit = target.commit(
-            plan.repo_id,
-            branch.name,
-            [f.file for f in uploads],
-            title=plan.title,
-            description=branch.description,
-            parent=parent,
-        )
-        results.append(BranchResult(branch.name, commit, len(uploads), branch.upload_bytes))
+    for branch in changing:
+        target.store_files(plan.repo_id, branch.name, [f.file for f in branch.uploads])
+    done: dict[str, BranchResult] = {}
+    for branch in changing:
+        try:
+            commit = target.commit(
+                plan.repo_id,
+                branch.name,
+                [f.file for f in branch.uploads],
+                title=plan.title,
+                description=branch.description,
+                parent=branch.head if branch.exists else None,
+            )
+        except PublishError as err:
+            if not any(r.commit for r in done.values()):
+                raise
+            raise PublishError(_partial_release(plan, done, branch.name, err)) from None
+        if commit == branch.head:  # the branch held every file; only the target's stored bytes were repaired
+            done[branch.name] = BranchResult(branch.name, None, 0, 0, repaired=len(branch.uploads))
+        else:
+            done[branch.name] = BranchResult(branch.name, commit, len(branch.uploads), branch.upload_bytes)
+    results = [done.get(b.name) or BranchResult(b.name, None, 0, 0) for b in plan.branches]
     return PublishResult(plan, results)
+
+
+def _partial_release(plan: PublishPlan, done: dict[str, BranchResult], failed: str, err: PublishError) -> str:
+    published = ", ".join(f"{name} ({r.commit[:12]})" for name, r in done.items() if r.commit)
+    missing = [b.name for b in plan.branches if b.uploads and b.name not in done]
+    return (
+        f"release incomplete at {plan.location}: published {published}; not published: {', '.join(missing)} "
+        f"({failed}: {err}); run publish again to publish the rest"
+    )
 
 
 def publish(
@@ -347,6 +324,7 @@ def publish(
     workdir: Path,
     target: str | Target | None = None,
     hub_dir: Path | None = None,
+    hard_links: bool = False,
     dry_run: bool = False,
     max_file_bytes: int = HUB_MAX_FILE_BYTES,
     console: Console | None = None,
@@ -360,7 +338,11 @@ def publish(
     from publisher.pipeline import lock_build
 
     out = console or Console(stderr=True)
-    chosen = target if isinstance(target, Target) else make_target(target or recipe.publish.target, hub_dir=hub_dir)
+    chosen = (
+        target
+        if isinstance(target, Target)
+        else make_target(target or recipe.publish.target, hub_dir=hub_dir, hard_links=hard_links)
+    )
     build_dir = build_dir_of(recipe, workdir)
     local_hub: Path | None = getattr(chosen, "hub_dir", None)
     with ExitStack() as stack:
@@ -454,7 +436,8 @@ def print_result(result: PublishResult, console: Console) -> None:
     """One line per branch: the commit made, or that nothing changed."""
     for branch in result.branches:
         if branch.commit is None:
-            console.print(f"{escape(branch.name)}: up to date, no commit", highlight=False)
+            repaired = f"; repaired {_count(branch.repaired)} in the mirror" if branch.repaired else ""
+            console.print(f"{escape(branch.name)}: up to date, no commit{repaired}", highlight=False)
         else:
             console.print(
                 f"{escape(branch.name)}: committed {branch.commit[:12]} "

@@ -298,6 +298,31 @@ class Card(StrictModel):
     embed_original_card: bool = True
 
 
+def branch_name_problem(name: str) -> str | None:
+    """Why git (``git check-ref-format --branch``) or the Hub would refuse ``name``, or ``None``."""
+    components = name.split("/")
+    git_rules = [
+        (not name, "it is empty"),
+        (any(ord(c) < 0x20 or ord(c) == 0x7F for c in name), "git refuses control characters"),
+        (any(c in name for c in " ~^:?*[\\"), "git refuses spaces and any of ~ ^ : ? * [ \\"),
+        (".." in name, "git refuses '..'"),
+        ("@{" in name, "git refuses '@{'"),
+        (name == "@", "git refuses '@' alone"),
+        (name.startswith("-"), "git refuses a leading '-'"),
+        (name.startswith("/") or name.endswith("/") or "//" in name, "git refuses empty parts between '/'"),
+        (any(c.startswith(".") for c in components), "git refuses a part that starts with '.'"),
+        (any(c.endswith(".lock") for c in components), "git refuses a part that ends with '.lock'"),
+        (name.endswith("."), "git refuses a trailing '.'"),
+    ]
+    hub_rules = [
+        (name.startswith("refs/"), "the Hub keeps refs/ for its own refs (refs/pr/N, refs/convert/...)"),
+        (bool(re.fullmatch(r"[0-9a-fA-F]{40}", name)), "the Hub would take 40 hex digits for a commit id"),
+        (name == "HEAD", "git and the Hub read HEAD as the current commit"),
+        (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", name), "use letters, digits and . _ / - from a letter or digit on"),
+    ]
+    return next((why for broken, why in git_rules + hub_rules if broken), None)
+
+
 class Branch(StrictModel):
     """A branch of the published repo and the artifacts it carries."""
 
@@ -308,8 +333,9 @@ class Branch(StrictModel):
     @field_validator("name")
     @classmethod
     def _branch_name(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", value) or ".." in value or value.endswith("/"):
-            raise ValueError(f"{value!r} is not a valid branch name")
+        problem = branch_name_problem(value)
+        if problem:
+            raise ValueError(f"{value!r} is not a valid branch name: {problem}")
         return value
 
 

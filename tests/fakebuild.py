@@ -1,19 +1,25 @@
-"""Publishable builds without llama.cpp: a small recipe, fake GGUF bytes, a manifest and a card.
+"""Publishable builds without llama.cpp: a small recipe, stand-in GGUFs, a manifest and a card.
 
-Publishing only reads what the build recorded (paths, sizes, sha256, status) and the card, so
-these stand in for a real build in the fast publishing tests.
+Publishing reads what the build recorded (paths, sizes, sha256, status, the smoke settings each
+file was tested under), the card, and the ``general.*`` metadata of each GGUF. So the stand-in
+files are GGUF headers carrying the recipe's metadata (no tensors) padded with random bytes, and
+the manifest records smoke fingerprints as the smoke stage does.
 """
 
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from publisher.manifest import Artifact, Manifest, save_manifest, sha256_file, write_text_atomic
+from publisher.manifest import Artifact, Manifest, StageRecord, save_manifest, sha256_file, write_text_atomic
+from publisher.publishable import expected_gguf_metadata
 from publisher.recipe import Recipe, load_recipe
+
+GGUF_UINT32, GGUF_STRING, GGUF_ARRAY = 4, 8, 9
 
 CARD = """---
 license: apache-2.0
@@ -51,10 +57,27 @@ def write_recipe(
     return path
 
 
-def gguf_bytes(seed: str, size: int) -> bytes:
-    """Deterministic stand-in bytes for a GGUF file (starts with the GGUF magic)."""
-    rng = random.Random(seed)
-    return b"GGUF" + rng.randbytes(size - 4)
+def _gguf_string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def _gguf_value(value: Any) -> bytes:
+    if isinstance(value, str):
+        return struct.pack("<I", GGUF_STRING) + _gguf_string(value)
+    if isinstance(value, int):
+        return struct.pack("<II", GGUF_UINT32, value)
+    items = b"".join(_gguf_string(str(v)) for v in value)
+    return struct.pack("<IIQ", GGUF_ARRAY, GGUF_STRING, len(value)) + items
+
+
+def gguf_bytes(seed: str, size: int, metadata: dict[str, Any] | None = None) -> bytes:
+    """Deterministic stand-in for a GGUF file: a v3 header with ``metadata`` and no tensors, then random bytes."""
+    pairs = (metadata or {}).items()
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs))
+    header += b"".join(_gguf_string(key) + _gguf_value(value) for key, value in pairs)
+    header += b"\0" * (-len(header) % 32)
+    return header + random.Random(seed).randbytes(size - len(header))
 
 
 def make_build(
@@ -75,7 +98,8 @@ def make_build(
         filename = recipe.artifact_filename(quant_type)
         path = build_dir / filename
         if not path.exists():
-            path.write_bytes(gguf_bytes(f"{content_seed}-{quant_type}", size + i * 1024))
+            metadata = expected_gguf_metadata(recipe)
+            path.write_bytes(gguf_bytes(f"{content_seed}-{quant_type}", size + i * 1024, metadata))
         state = (status or {}).get(quant_type, "passed")
         artifacts[quant_type] = Artifact(
             quant_type=quant_type,
@@ -94,8 +118,21 @@ def make_build(
         artifacts=artifacts,
         card={"path": "README.md", "sha256": sha256_file(build_dir / "README.md")},
     )
+    record_smoke_settings(recipe, build_dir, manifest)
     save_manifest(build_dir, manifest)
     return recipe, build_dir
+
+
+def record_smoke_settings(recipe: Recipe, build_dir: Path, manifest: Manifest) -> None:
+    """Record, per artifact, the smoke settings it was tested under, as the smoke stage does."""
+    from publisher.stages import BuildContext
+    from publisher.stages.smoke import settings, work_key
+
+    ctx = BuildContext(recipe=recipe, build_dir=build_dir, manifest=manifest)
+    for artifact in manifest.artifacts.values():
+        manifest.stages[work_key(artifact.quant_type)] = StageRecord(
+            fingerprint=settings(ctx, artifact), finished_at="2026-01-01T00:00:00Z", seconds=0.0
+        )
 
 
 def write_card(build_dir: Path, body: str) -> None:

@@ -11,7 +11,8 @@ asking the server, so tests also set ``HF_HUB_DISABLE_XET`` (see ``xet_disabled`
 
 Counters (``lfs_bytes_received``, ``commits``, ``requests``) let tests prove what crossed the
 wire, and :meth:`HubServer.fail` injects faults (a status answered after the body was read, for a
-number of matching requests) to test retries and resumable uploads.
+number of matching requests) to test retries and resumable uploads. :class:`SilentServer` is the
+other kind of broken Hub: it accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -486,3 +488,49 @@ def _handler_for(server: HubServer) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection, reads nothing and never answers.
+
+    ``connections`` counts the connections accepted, so a test can see each retry arrive.
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)  # so the accept loop sees the server closing
+        self._held: list[socket.socket] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent-hub", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The endpoint to give the client."""
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        return len(self._held)
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            self._held.append(conn)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing.set()
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+        self._thread.join(timeout=5)

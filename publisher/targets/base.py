@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from publisher.errors import PublishError
+
 LFS_SPEC = "https://git-lfs.github.com/spec/v1"
 
 # The .gitattributes the Hub writes into every new model repo, trimmed to what GGUF repos hold.
@@ -71,6 +73,22 @@ class LocalFile:
         return git_blob_oid(self.source.read_bytes())
 
 
+def check_sha256(file: LocalFile, actual: str) -> None:
+    """Refuse, naming the file, when the bytes just read are not the ones that were tested."""
+    if actual != file.sha256:
+        raise PublishError(
+            f"{file.source}: content changed since it was tested (sha256 {actual[:12]}, tested {file.sha256[:12]}); "
+            "nothing was published from it; run `publisher build` again"
+        )
+
+
+def verified_bytes(file: LocalFile) -> bytes:
+    """The bytes of a small file (the card), read once and checked against its sha256."""
+    data = file.source.read_bytes()
+    check_sha256(file, hashlib.sha256(data).hexdigest())
+    return data
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """A file as it is in a target's branch."""
@@ -126,6 +144,14 @@ class Target(ABC):
         """Create ``branch`` from the repo's initial commit, so it holds only what is committed to it."""
 
     @abstractmethod
+    def store_files(self, repo_id: str, branch: str, files: list[LocalFile]) -> None:
+        """Put the LFS bytes of ``files`` where a commit on ``branch`` can refer to them; move no branch.
+
+        Each file is hashed from its bytes in the pass that stores or sends it, and a file whose
+        sha256 is not the tested one is refused (``check_sha256``) before anything refers to it.
+        """
+
+    @abstractmethod
     def commit(
         self,
         repo_id: str,
@@ -138,5 +164,7 @@ class Target(ABC):
     ) -> str:
         """Add or replace ``files`` on ``branch`` in one commit on top of ``parent``; return the commit id.
 
-        Either every file lands in the commit or the branch is left as it was.
+        ``store_files`` has stored their LFS bytes. Either every file lands in the commit or the
+        branch is left as it was; when the branch already holds them all, no commit is made and
+        ``parent`` comes back.
         """

@@ -4,6 +4,13 @@ One ``create_commit`` per branch adds the GGUFs and README.md together: the clie
 LFS objects first and commits only when all are stored, so a failed upload leaves the branch as it
 was, and a re-run sends only objects the Hub does not have yet (its LFS batch answer says which).
 
+Before any commit, ``store_files`` uploads a branch's LFS objects (``preupload_lfs_files``) and
+checks the sha256 the client computed from the bytes it read against the tested one.
+
+Every request has a connect and a read timeout, enforced in the HTTP transport so that no call of
+the client can do without one; a Hub that accepts a connection and never answers ends in a
+timeout, which is retried like a dropped connection.
+
 The token comes from ``HF_TOKEN`` or the huggingface_hub login. It is never printed: every message
 built from a client error goes through :func:`redact`, and the token is not part of any plan,
 manifest or commit text.
@@ -17,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub import CommitOperationAdd, HfApi, get_token, set_client_factory
 from huggingface_hub.errors import (
     HfHubHTTPError,
     OfflineModeIsEnabled,
@@ -25,9 +32,10 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils._http import hf_request_event_hook
 
 from publisher.errors import PublishError
-from publisher.targets.base import LocalFile, RemoteFile, RepoState, Target
+from publisher.targets.base import LocalFile, RemoteFile, RepoState, Target, check_sha256, verified_bytes
 
 T = TypeVar("T")
 
@@ -78,11 +86,44 @@ def _env_number(name: str, default: N, kind: type[N]) -> N:
     return value
 
 
+def _timeout_s(name: str, default: float) -> float:
+    seconds = _env_number(name, default, float)
+    if seconds == 0:
+        raise PublishError(f"{name}=0 would give up at once; give the seconds to wait, e.g. {default:g}")
+    return seconds
+
+
+class _TimeoutTransport(httpx2.HTTPTransport):
+    """Gives every request these timeouts, whatever the caller asked for (some client calls pass ``None``)."""
+
+    def __init__(self, connect_s: float, read_s: float) -> None:
+        super().__init__()
+        self.connect_s = connect_s
+        self.read_s = read_s
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        timeouts = {"connect": self.connect_s, "read": self.read_s, "write": self.read_s, "pool": self.connect_s}
+        request.extensions = {**request.extensions, "timeout": timeouts}
+        try:
+            return super().handle_request(request)
+        except httpx2.TimeoutException as err:
+            if isinstance(err, (httpx2.ConnectTimeout, httpx2.PoolTimeout)):
+                what, seconds, env = "could not connect to", self.connect_s, "PUBLISHER_HF_CONNECT_TIMEOUT"
+            elif isinstance(err, httpx2.WriteTimeout):
+                what, seconds, env = "could not send to", self.read_s, "PUBLISHER_HF_READ_TIMEOUT"
+            else:
+                what, seconds, env = "no answer from", self.read_s, "PUBLISHER_HF_READ_TIMEOUT"
+            url = request.url.copy_with(query=None)
+            raise type(err)(f"{what} {request.method} {url} within {seconds:g} s ({env})", request=request) from err
+
+
 class HfTarget(Target):
     """Publish to the Hub (or to whatever ``HF_ENDPOINT`` / ``endpoint`` names).
 
     Transient failures are retried ``attempts`` times (env ``PUBLISHER_HF_ATTEMPTS``, default 4),
     waiting ``backoff_s`` seconds (env ``PUBLISHER_HF_BACKOFF``, default 2), then twice as long each time.
+    Each request waits at most ``connect_timeout_s`` to connect (``PUBLISHER_HF_CONNECT_TIMEOUT``,
+    default 10) and ``read_timeout_s`` for each read or write (``PUBLISHER_HF_READ_TIMEOUT``, default 60).
     """
 
     name = "hf"
@@ -94,13 +135,26 @@ class HfTarget(Target):
         token: str | None = None,
         attempts: int | None = None,
         backoff_s: float | None = None,
+        connect_timeout_s: float | None = None,
+        read_timeout_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._token = token or get_token()
         self.api = HfApi(endpoint=endpoint, token=self._token)
         self.attempts = max(1, attempts if attempts is not None else _env_number("PUBLISHER_HF_ATTEMPTS", 4, int))
         self.backoff_s = backoff_s if backoff_s is not None else _env_number("PUBLISHER_HF_BACKOFF", 2.0, float)
+        self.connect_timeout_s = connect_timeout_s or _timeout_s("PUBLISHER_HF_CONNECT_TIMEOUT", 10.0)
+        self.read_timeout_s = read_timeout_s or _timeout_s("PUBLISHER_HF_READ_TIMEOUT", 60.0)
         self._sleep = sleep
+        connect_s, read_s = self.connect_timeout_s, self.read_timeout_s
+        # huggingface_hub keeps one shared client; this makes it (again) with our timeouts.
+        set_client_factory(
+            lambda: httpx2.Client(
+                transport=_TimeoutTransport(connect_s, read_s),
+                event_hooks={"request": [hf_request_event_hook]},
+                follow_redirects=True,
+            )
+        )
 
     @property
     def endpoint(self) -> str:
@@ -120,14 +174,17 @@ class HfTarget(Target):
         """``text`` with the token, if it appears, replaced by ``***``."""
         return text.replace(self._token, "***") if self._token else text
 
-    def _error(self, what: str, err: BaseException) -> PublishError:
+    def _error(self, what: str, err: BaseException, attempts: int = 1) -> PublishError:
         status = _status(err)
+        timeout = next((c for c in _causes(err) if isinstance(c, httpx2.TimeoutException)), None)
         if status == 401:
             reason = "the Hub refused the token (HTTP 401): set HF_TOKEN to a token with write access"
         elif status == 403:
             reason = "the token may not write here (HTTP 403): use a token with write access to this namespace"
         elif status == 412:
             reason = "the branch moved while publishing (HTTP 412): run publish again"
+        elif timeout is not None:
+            reason = str(timeout)
         elif any(isinstance(c, OfflineModeIsEnabled) for c in _causes(err)):
             reason = "HF_HUB_OFFLINE is set; unset it to publish to the Hub"
         elif status is not None:
@@ -138,8 +195,9 @@ class HfTarget(Target):
             reason = f"HTTP {status}" + (f": {detail}" if detail else "")
         else:
             reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no message'}"
+        tries = f" ({attempts} attempts)" if attempts > 1 else ""
         hint = "; files already uploaded are not sent again when you re-run" if is_transient(err) else ""
-        return PublishError(self.redact(f"{what} failed: {reason}{hint}"))
+        return PublishError(self.redact(f"{what} failed{tries}: {reason}{hint}"))
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn``, retrying transient failures with exponential backoff; other errors fail at once."""
@@ -150,7 +208,7 @@ class HfTarget(Target):
                 raise
             except Exception as err:
                 if not is_transient(err) or attempt == self.attempts:
-                    raise self._error(what, err) from None
+                    raise self._error(what, err, attempt) from None
                 self._sleep(self.backoff_s * 2 ** (attempt - 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -207,6 +265,23 @@ class HfTarget(Target):
 
         self._call(f"creating branch {branch} of {self.location(repo_id)}", create)
 
+    def store_files(self, repo_id: str, branch: str, files: list[LocalFile]) -> None:
+        lfs = [f for f in files if f.lfs]
+        for file in files:
+            if not file.lfs:
+                verified_bytes(file)
+        if not lfs:
+            return
+        # The client hashes each file from its bytes (before an LFS upload, during a Xet one);
+        # that hash is the one checked. An object refused here is stored but never committed.
+        operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.source)) for f in lfs]
+        self._call(
+            f"uploading to {self.location(repo_id)}@{branch}",
+            lambda: self.api.preupload_lfs_files(repo_id, operations, revision=branch),
+        )
+        for file, op in zip(lfs, operations, strict=True):
+            check_sha256(file, op.upload_info.sha256.hex())
+
     def commit(
         self,
         repo_id: str,
@@ -221,9 +296,11 @@ class HfTarget(Target):
             # Operations are single-use (the client marks them committed), so build them per attempt.
             operations = []
             for file in files:
-                op = CommitOperationAdd(path_in_repo=file.path_in_repo, path_or_fileobj=str(file.source))
                 if file.lfs:
-                    op.upload_info.sha256 = bytes.fromhex(file.sha256)  # verified already; skip a re-read
+                    op = CommitOperationAdd(path_in_repo=file.path_in_repo, path_or_fileobj=str(file.source))
+                    op.upload_info.sha256 = bytes.fromhex(file.sha256)  # checked by store_files; stored already
+                else:
+                    op = CommitOperationAdd(path_in_repo=file.path_in_repo, path_or_fileobj=verified_bytes(file))
                 operations.append(op)
             info = self.api.create_commit(
                 repo_id,

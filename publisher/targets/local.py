@@ -5,14 +5,18 @@
 GGUF files as git-lfs pointer files (``version``, ``oid sha256:...``, ``size``) and the bytes live
 once in git-lfs's own object store, ``.git/lfs/objects/<aa>/<bb>/<sha256>``:
 
-- no copies: an object is a hard link to the build's file when both are on one filesystem (zero
-  bytes written), otherwise a single copy. Committing the GGUF into git itself would store a
-  second, zlib-compressed copy in ``.git/objects``; a pointer costs about 130 bytes.
+- the mirror owns its bytes: an object is a reflink of the build's file where the filesystem
+  offers one (btrfs, XFS: no bytes written, yet a later change to either file leaves the other
+  alone), otherwise a copy. Either way the object is hashed in the pass that makes it and must
+  have the tested sha256. Hard links to the build's files (``hard_links=True``) are an opt-in:
+  they write nothing, but then the build and the mirror share their bytes.
+- objects are checked by hash, not size, when planning, so a damaged object is replaced on the
+  next publish.
 - the checked-out branch (``main`` unless you switch) shows the real files: each GGUF in the work
-  tree is another hard link to its object, so ``ls``, ``sha256sum`` and llama.cpp see the model.
+  tree is a hard link to its object, so ``ls``, ``sha256sum`` and llama.cpp see the model.
   Those paths are marked ``assume-unchanged`` in the index so ``git status`` stays clean although
   git itself only knows the pointer (git-lfs is not needed to read anything here).
-- objects are made read-only, since every link shares one inode.
+- objects are made read-only, since the work tree shares their inode.
 
 Repos are created in a temporary folder and renamed into place; a branch moves only through
 ``git update-ref`` with the expected old commit, so a failure leaves the previous state intact.
@@ -20,6 +24,9 @@ Repos are created in a temporary folder and renamed into place; a branch moves o
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import os
 import shutil
 import stat
@@ -29,16 +36,20 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from publisher.errors import PublishError
+from publisher.manifest import sha256_file
 from publisher.targets.base import (
     GITATTRIBUTES,
     LocalFile,
     RemoteFile,
     RepoState,
     Target,
+    check_sha256,
     lfs_pointer,
     parse_lfs_pointer,
+    verified_bytes,
 )
 
 ZERO_OID = "0" * 40
@@ -50,6 +61,10 @@ IDENTITY = {
 }
 # Variables that would point git at another repository, index or config than the one we name.
 _GIT_LOCATION_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_CEILING_DIRECTORIES")
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+COPY_CHUNK = 1024 * 1024
+# Errors that mean "no reflink here" (another filesystem, or one without shared extents), not a failure.
+_NO_REFLINK = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.ENOSYS, errno.EPERM}
 
 
 @dataclass(frozen=True)
@@ -66,10 +81,13 @@ class LocalTarget(Target):
 
     name = "local"
 
-    def __init__(self, hub_dir: Path) -> None:
+    def __init__(self, hub_dir: Path, *, hard_links: bool = False) -> None:
         self.hub_dir = hub_dir.absolute()
-        self.bytes_copied = 0  # GGUF bytes written (0 when hard links were possible)
-        self.bytes_linked = 0  # GGUF bytes added as hard links
+        self.hard_links = hard_links
+        self.bytes_copied = 0  # GGUF bytes written as a copy
+        self.bytes_cloned = 0  # GGUF bytes stored as reflinks (shared extents, no bytes written)
+        self.bytes_linked = 0  # GGUF bytes added as hard links (only with hard_links)
+        self._good_objects: set[Path] = set()  # objects hashed in this run and found right
 
     # -- Target interface ------------------------------------------------------------------
 
@@ -101,9 +119,8 @@ class LocalTarget(Target):
                 found[entry.path] = RemoteFile(entry.path, entry.size, entry.oid)
                 continue
             sha256, size = pointer
-            obj = self._object_path(repo, sha256)
-            # A pointer without its bytes is not "present": publishing puts the object back.
-            if obj.is_file() and obj.stat().st_size == size:
+            # A pointer without its right bytes is not "present": publishing puts the object back.
+            if self._object_ok(repo, sha256, size):
                 found[entry.path] = RemoteFile(entry.path, size, entry.oid, sha256=sha256)
         return found
 
@@ -135,6 +152,14 @@ class LocalTarget(Target):
         roots = self._git(repo, "rev-list", "--max-parents=0", "refs/heads/main").decode().split()
         self._git(repo, "update-ref", f"refs/heads/{branch}", roots[-1], ZERO_OID)
 
+    def store_files(self, repo_id: str, branch: str, files: list[LocalFile]) -> None:
+        repo = self.repo_dir(repo_id)
+        for file in files:
+            if file.lfs:
+                self._store_object(repo, file)
+            else:
+                verified_bytes(file)
+
     def commit(
         self,
         repo_id: str,
@@ -150,20 +175,24 @@ class LocalTarget(Target):
         head = self._git(repo, "rev-parse", "--verify", ref).decode().strip()
         if parent is not None and head != parent:
             raise PublishError(f"{repo}: branch {branch} moved while publishing (now {head[:12]}); run publish again")
-        for file in files:
-            if file.lfs:
-                self._store_object(repo, file)
+        missing = [f.path_in_repo for f in files if f.lfs and not self._object_ok(repo, f.sha256, f.size)]
+        if missing:
+            raise PublishError(f"{repo}: no stored object for {', '.join(missing)}; run publish again")
         with self._temp_index(repo) as env:
             self._git(repo, "read-tree", head, env=env)
             lines = []
             for file in files:
-                data = lfs_pointer(file.sha256, file.size) if file.lfs else file.source.read_bytes()
+                data = lfs_pointer(file.sha256, file.size) if file.lfs else verified_bytes(file)
                 blob = self._git(repo, "hash-object", "-w", "--stdin", input=data).decode().strip()
                 lines.append(f"100644 {blob}\t{file.path_in_repo}\n")
             self._git(repo, "update-index", "--add", "--index-info", input="".join(lines).encode(), env=env)
             tree = self._git(repo, "write-tree", env=env).decode().strip()
         if tree == self._git(repo, "rev-parse", f"{head}^{{tree}}").decode().strip():
-            return head  # every file was already there: nothing to commit
+            # Every file was already there (a repaired object): nothing to commit, but the work
+            # tree may still link the damaged inode.
+            if self._checked_out(repo) == branch:
+                self._sync_worktree(repo, branch)
+            return head
         message = f"{title}\n\n{description}".rstrip() + "\n"
         commit = self._git(repo, "commit-tree", tree, "-p", head, "-F", "-", input=message.encode()).decode().strip()
         self._git(repo, "update-ref", "-m", f"publisher: {title}", ref, commit, head)
@@ -239,26 +268,66 @@ class LocalTarget(Target):
     def _object_path(repo: Path, sha256: str) -> Path:
         return repo / ".git" / "lfs" / "objects" / sha256[:2] / sha256[2:4] / sha256
 
+    def _object_ok(self, repo: Path, sha256: str, size: int) -> bool:
+        """The object is there with exactly these bytes (hashed once per run, never trusted by size)."""
+        obj = self._object_path(repo, sha256)
+        if obj in self._good_objects:
+            return True
+        if not obj.is_file() or obj.stat().st_size != size:
+            return False
+        if sha256_file(obj) != sha256:
+            return False
+        self._good_objects.add(obj)
+        return True
+
     def _store_object(self, repo: Path, file: LocalFile) -> None:
-        """Put the file's bytes in the LFS store: a hard link where possible, else one copy."""
+        """Put the file's bytes in the LFS store, hashing them in the same pass; a wrong hash stores nothing."""
         obj = self._object_path(repo, file.sha256)
-        if obj.is_file() and obj.stat().st_size == file.size:
+        if self._object_ok(repo, file.sha256, file.size):
             return
         obj.parent.mkdir(parents=True, exist_ok=True)
         tmp = obj.with_name(f".{obj.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
-            try:
-                os.link(file.source, tmp)
+            how, digest = self._write_object(file.source, tmp)
+            check_sha256(file, digest)
+            if how == "linked":
                 self.bytes_linked += file.size
-            except OSError:  # another filesystem, or links not allowed here
-                shutil.copyfile(file.source, tmp)
-                with tmp.open("rb") as handle:
-                    os.fsync(handle.fileno())
+            elif how == "cloned":
+                self.bytes_cloned += file.size
+            else:
                 self.bytes_copied += file.size
             os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             os.replace(tmp, obj)
+            self._good_objects.add(obj)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _write_object(self, source: Path, tmp: Path) -> tuple[Literal["linked", "cloned", "copied"], str]:
+        """Make ``tmp`` hold ``source``'s bytes; return how, and the sha256 of the bytes ``tmp`` holds."""
+        if self.hard_links:
+            try:
+                os.link(source, tmp)
+                return "linked", sha256_file(tmp)
+            except OSError:  # another filesystem, or links not allowed here: copy instead
+                pass
+        with source.open("rb") as src, tmp.open("wb") as dst:
+            try:
+                fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            except OSError as err:
+                if err.errno not in _NO_REFLINK:
+                    raise
+            else:
+                dst.close()
+                return "cloned", sha256_file(tmp)
+            digest = hashlib.sha256()
+            buffer = bytearray(COPY_CHUNK)
+            view = memoryview(buffer)
+            while n := src.readinto(buffer):
+                digest.update(view[:n])
+                dst.write(view[:n])
+            dst.flush()
+            os.fsync(dst.fileno())
+        return "copied", digest.hexdigest()
 
     def _sync_worktree(self, repo: Path, branch: str) -> None:
         """Make the work tree and index show ``branch``: files written, GGUFs linked to their objects."""

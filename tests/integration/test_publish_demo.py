@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from publisher.manifest import load_manifest
+from publisher.manifest import load_manifest, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = REPO_ROOT / "recipes" / "smollm2-135m-instruct.yaml"
@@ -53,7 +53,8 @@ def test_demo_ends_on_main_in_the_local_hub(demo: Path) -> None:
     build_dir = demo / "build" / "smollm2-135m-instruct"
     assert (repo / "README.md").read_bytes() == (build_dir / "README.md").read_bytes()
     for name in ggufs:
-        assert os.path.samefile(repo / name, build_dir / name)  # the mirror holds no second copy
+        assert not os.path.samefile(repo / name, build_dir / name)  # the mirror owns its bytes
+        assert sha256_file(repo / name) == sha256_file(build_dir / name)
 
 
 def test_a_second_run_changes_nothing(demo: Path) -> None:

@@ -354,7 +354,7 @@ CASES = [
     Case(
         "bad-branch-name",
         append("  branches:\n    - name: a..b\n      types: [Q8_0]\n"),
-        "r.yaml:17: publish.branches[0].name: 'a..b' is not a valid branch name",
+        "r.yaml:17: publish.branches[0].name: 'a..b' is not a valid branch name: git refuses '..'",
     ),
     # names that become file names
     Case(

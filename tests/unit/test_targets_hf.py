@@ -86,7 +86,12 @@ def test_error_text_is_redacted_and_one_line() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value", "message"),
-    [("PUBLISHER_HF_ATTEMPTS", "many", "is not a number"), ("PUBLISHER_HF_BACKOFF", "-1", "is negative")],
+    [
+        ("PUBLISHER_HF_ATTEMPTS", "many", "is not a number"),
+        ("PUBLISHER_HF_BACKOFF", "-1", "is negative"),
+        ("PUBLISHER_HF_READ_TIMEOUT", "soon", "is not a number"),
+        ("PUBLISHER_HF_CONNECT_TIMEOUT", "-5", "is negative"),
+    ],
 )
 def test_retry_settings_from_the_environment_are_checked(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
@@ -101,3 +106,13 @@ def test_retry_settings_default_and_override(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PUBLISHER_HF_ATTEMPTS", "2")
     monkeypatch.setenv("PUBLISHER_HF_BACKOFF", "0.25")
     assert (HfTarget(token="hf_x").attempts, HfTarget(token="hf_x").backoff_s) == (2, 0.25)
+
+
+def test_timeouts_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = HfTarget(token="hf_x")
+    assert (target.connect_timeout_s, target.read_timeout_s) == (10.0, 60.0)
+    monkeypatch.setenv("PUBLISHER_HF_CONNECT_TIMEOUT", "2")
+    monkeypatch.setenv("PUBLISHER_HF_READ_TIMEOUT", "0.5")
+    target = HfTarget(token="hf_x")
+    assert (target.connect_timeout_s, target.read_timeout_s) == (2.0, 0.5)
+    assert HfTarget(token="hf_x", read_timeout_s=7).read_timeout_s == 7

@@ -67,17 +67,18 @@ def test_first_publish_makes_a_git_repo_with_branches_and_one_copy_of_the_bytes(
     assert "Publish tiny (recipe" in git(repo, "log", "-1", "--format=%s", "main")
     assert git(repo, "status", "--porcelain") == ""
 
-    # git holds a pointer; the bytes are the build's own file, hard-linked twice.
+    # git holds a pointer; the bytes are the mirror's own (a copy, or a reflink), shown in the work tree.
     pointer = git(repo, "show", "main:tiny.Q2_K.gguf").encode()
     manifest = load_manifest(build_dir)
     assert manifest is not None
     q2 = manifest.artifacts["Q2_K"]
     assert parse_lfs_pointer(pointer) == (q2.sha256, q2.size_bytes)
     obj = repo / ".git" / "lfs" / "objects" / q2.sha256[:2] / q2.sha256[2:4] / q2.sha256
-    assert os.path.samefile(obj, build_dir / q2.path)
-    assert os.path.samefile(repo / "tiny.Q2_K.gguf", build_dir / q2.path)
-    assert target.bytes_copied == 0
-    assert target.bytes_linked == sum(a.size_bytes for a in manifest.artifacts.values())
+    assert not os.path.samefile(obj, build_dir / q2.path)
+    assert os.path.samefile(repo / "tiny.Q2_K.gguf", obj)
+    assert obj.read_bytes() == (build_dir / q2.path).read_bytes()
+    assert target.bytes_linked == 0
+    assert target.bytes_copied + target.bytes_cloned == sum(a.size_bytes for a in manifest.artifacts.values())
     # No GGUF went into git's own object store: every blob there is small.
     sizes = [int(x.split()[2]) for x in git(repo, "cat-file", "--batch-all-objects", "--batch-check").splitlines()]
     assert max(sizes) < 4096
@@ -93,7 +94,7 @@ def test_republish_with_nothing_changed_makes_no_commit(built: Path, tmp_path: P
     assert [b.commit for b in result.branches] == [None, None]
     assert all(f.present for b in result.plan.branches for f in b.files)
     assert git(repo, "for-each-ref", "--format=%(refname) %(objectname)") == heads
-    assert target.bytes_copied == target.bytes_linked == 0
+    assert target.bytes_copied == target.bytes_linked == target.bytes_cloned == 0
 
 
 def test_card_only_change_commits_readme_alone_on_every_branch(built: Path, tmp_path: Path) -> None:
@@ -153,7 +154,7 @@ def test_a_lost_object_is_put_back_without_a_commit(built: Path, tmp_path: Path)
     assert git(repo, "rev-parse", "main") == head
 
 
-def test_files_on_another_filesystem_are_copied_once(tmp_path: Path) -> None:
+def test_files_on_another_filesystem_are_copied_once_even_when_hard_links_are_asked_for(tmp_path: Path) -> None:
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs /dev/shm on a filesystem other than the test folder's")
@@ -163,15 +164,15 @@ def test_files_on_another_filesystem_are_copied_once(tmp_path: Path) -> None:
         make_build(recipe_path, work)
         from publisher.recipe import load_recipe
 
-        target = LocalTarget(tmp_path / "hub")
+        target = LocalTarget(tmp_path / "hub", hard_links=True)  # not possible across filesystems: a copy
         publish(load_recipe(recipe_path), workdir=work, target=target)
         manifest = load_manifest(work / "tiny")
         assert manifest is not None
         assert target.bytes_copied == sum(a.size_bytes for a in manifest.artifacts.values())
-        assert target.bytes_linked == 0
+        assert target.bytes_linked == target.bytes_cloned == 0
         again = LocalTarget(tmp_path / "hub")
         publish(load_recipe(recipe_path), workdir=work, target=again)
-        assert again.bytes_copied == 0
+        assert again.bytes_copied == again.bytes_linked == 0
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
