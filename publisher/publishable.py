@@ -139,8 +139,8 @@ def check_recipe_matches(recipe: Recipe, build_dir: Path, manifest: Manifest, pa
     untested = [a.quant_type for a in passed if _smoke_settings_changed(recipe, build_dir, manifest, a)]
     if untested:
         raise PublishError(
-            f"{build_dir}: the recipe's smoke settings changed after the build, so {', '.join(untested)} "
-            f"passed checks other than the ones it asks for now; {fix}"
+            f"{build_dir}: {', '.join(untested)} passed smoke checks other than the ones the recipe asks for now "
+            f"(smoke prompts, expectations, prompt template, quality settings or tool versions changed); {fix}"
         )
 
 

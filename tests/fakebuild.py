@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from publisher.pipeline import tool_versions
 from publisher.manifest import Artifact, Manifest, StageRecord, save_manifest, sha256_file, write_text_atomic
 from publisher.publishable import expected_gguf_metadata
 from publisher.recipe import Recipe, load_recipe
@@ -115,6 +116,7 @@ def make_build(
     manifest = Manifest(
         build_name=recipe.build_name,
         recipe_sha256=recipe.fingerprint(),
+        tools=tool_versions(),  # as the pipeline records them, so a later card-stage run keeps them
         artifacts=artifacts,
         card={"path": "README.md", "sha256": sha256_file(build_dir / "README.md")},
     )

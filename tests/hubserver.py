@@ -499,6 +499,8 @@ class SilentServer:
     def __init__(self) -> None:
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._sock.settimeout(0.05)  # so the accept loop sees the server closing
+        host, port = self._sock.getsockname()[:2]
+        self._url = f"http://{host!s}:{port}"
         self._held: list[socket.socket] = []
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._accept, name="silent-hub", daemon=True)
@@ -506,8 +508,7 @@ class SilentServer:
     @property
     def url(self) -> str:
         """The endpoint to give the client."""
-        host, port = self._sock.getsockname()[:2]
-        return f"http://{host!s}:{port}"
+        return self._url
 
     @property
     def connections(self) -> int:

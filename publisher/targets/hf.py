@@ -151,6 +151,7 @@ class HfTarget(Target):
         set_client_factory(
             lambda: httpx2.Client(
                 transport=_TimeoutTransport(connect_s, read_s),
+                timeout=httpx2.Timeout(read_s, connect=connect_s),  # for transports mounted for proxies
                 event_hooks={"request": [hf_request_event_hook]},
                 follow_redirects=True,
             )

@@ -220,7 +220,8 @@ class LocalTarget(Target):
         except FileNotFoundError:
             raise PublishError("git is not installed; the local target needs the git command") from None
         if check and done.returncode != 0:
-            reason = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            lines = done.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+            reason = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[-1])
             raise PublishError(f"{cwd}: git {args[0]} failed: {reason}")
         return done.stdout
 

@@ -66,12 +66,12 @@ def edit_recipe(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 def error_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The single line a refused command prints, checked to be the only one."""
+    """The one error line a refused command ends with (progress lines may come before it)."""
     assert done.returncode == 1, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and done.stderr.rstrip().endswith(errors[0]), done.stderr
     assert "Traceback" not in done.stderr
-    return lines[0].removeprefix("error: ")
+    return errors[0].removeprefix("error: ")
 
 
 def published(folder: Path, kind: str, hub: HubServer | None) -> dict[str, dict[str, str]]:
@@ -102,7 +102,7 @@ def published(folder: Path, kind: str, hub: HubServer | None) -> dict[str, dict[
     return state
 
 
-def tested(folder: Path, *types: str, card: bool = True) -> dict[str, str]:
+def expected_files(folder: Path, *types: str, card: bool = True) -> dict[str, str]:
     """What a branch should hold: the tested sha256 of these types' files, the card, .gitattributes."""
     build_dir = folder / "build" / "tiny"
     manifest = load_manifest(build_dir)
@@ -139,12 +139,12 @@ def test_a_file_changed_without_a_new_mtime_is_refused_by_name(
 
     line = error_line(cli("publish", "recipes/tiny.yaml", cwd=folder))
 
-    assert line.startswith(f"{gguf}: content changed since it was tested (sha256 ")
+    assert line.startswith("build/tiny/tiny.Q4_K_M.gguf: content changed since it was tested (sha256 ")
     assert line.endswith("nothing was published from it; run `publisher build` again")
     # Branches were made before anything was stored; no commit refers to anything.
     assert without_gitattributes(published(folder, kind, hub)) == {"main": {}, "q8": {}}
     if hub is not None:
-        assert hub.commits == 0 and tested(folder, "Q4_K_M", card=False)[gguf.name] not in hub.lfs
+        assert hub.commits == 0 and expected_files(folder, "Q4_K_M", card=False)[gguf.name] not in hub.lfs
 
 
 @pytest.mark.parametrize("kind", TARGETS)
@@ -158,8 +158,8 @@ def test_a_first_publish_holds_exactly_the_tested_bytes(
 
     assert done.returncode == 0, done.stderr
     assert without_gitattributes(published(folder, kind, hub)) == {
-        "main": tested(folder, "Q2_K", "Q4_K_M"),
-        "q8": tested(folder, "Q8_0"),
+        "main": expected_files(folder, "Q2_K", "Q4_K_M"),
+        "q8": expected_files(folder, "Q8_0"),
     }
 
 
@@ -171,7 +171,7 @@ def test_a_damaged_mirror_object_is_repaired_on_the_next_publish(tmp_path: Path,
     assert cli("publish", "recipes/tiny.yaml", cwd=folder).returncode == 0
     repo = folder / "hub" / REPO_ID
     heads = subprocess.check_output(["git", "-C", str(repo), "for-each-ref"], text=True)
-    sha = tested(folder, "Q2_K", card=False)["tiny.Q2_K.gguf"]
+    sha = expected_files(folder, "Q2_K", card=False)["tiny.Q2_K.gguf"]
     obj = repo / ".git" / "lfs" / "objects" / sha[:2] / sha[2:4] / sha
     obj.chmod(0o644)
     with obj.open("r+b") as handle:  # same size, other bytes
@@ -186,7 +186,7 @@ def test_a_damaged_mirror_object_is_repaired_on_the_next_publish(tmp_path: Path,
     assert "q8: up to date, no commit" in done.stdout
     assert sha256_file(obj) == sha and sha256_file(repo / "tiny.Q2_K.gguf") == sha
     assert subprocess.check_output(["git", "-C", str(repo), "for-each-ref"], text=True) == heads
-    assert without_gitattributes(published(folder, "local", None))["main"] == tested(folder, "Q2_K", "Q4_K_M")
+    assert without_gitattributes(published(folder, "local", None))["main"] == expected_files(folder, "Q2_K", "Q4_K_M")
 
 
 @pytest.mark.parametrize("hard_links", [False, True])
@@ -266,8 +266,8 @@ def test_hf_a_refused_branch_creation_publishes_nothing_and_a_rerun_completes(
     done = cli("publish", "recipes/tiny.yaml", cwd=folder)
     assert done.returncode == 0, done.stderr
     assert without_gitattributes(published(folder, "hf", hub)) == {
-        "main": tested(folder, "Q2_K", "Q4_K_M"),
-        "q8": tested(folder, "Q8_0"),
+        "main": expected_files(folder, "Q2_K", "Q4_K_M"),
+        "q8": expected_files(folder, "Q8_0"),
     }
 
 
@@ -285,14 +285,14 @@ def test_hf_a_branch_refused_after_main_is_reported_exactly_and_a_rerun_complete
         f"(q8: committing to {hub.url}/{REPO_ID}@q8 failed: the token may not write here (HTTP 403): "
         "use a token with write access to this namespace); run publish again to publish the rest"
     )
-    assert without_gitattributes(published(folder, "hf", hub)) == {"main": tested(folder, "Q2_K", "Q4_K_M"), "q8": {}}
+    assert without_gitattributes(published(folder, "hf", hub)) == {"main": expected_files(folder, "Q2_K", "Q4_K_M"), "q8": {}}
 
     hub.faults.remove(fault)
     done = cli("publish", "recipes/tiny.yaml", cwd=folder)
     assert done.returncode == 0, done.stderr
     assert "main: up to date, no commit" in done.stdout and "q8: committed" in done.stdout
     assert hub.repos[REPO_ID].branches["main"] == main
-    assert without_gitattributes(published(folder, "hf", hub))["q8"] == tested(folder, "Q8_0")
+    assert without_gitattributes(published(folder, "hf", hub))["q8"] == expected_files(folder, "Q8_0")
 
 
 def test_local_a_refused_branch_creation_publishes_nothing_and_a_rerun_completes(tmp_path: Path, cli: Cli) -> None:
@@ -315,8 +315,8 @@ def test_local_a_refused_branch_creation_publishes_nothing_and_a_rerun_completes
     done = cli("publish", "recipes/tiny.yaml", cwd=folder)
     assert done.returncode == 0, done.stderr
     assert without_gitattributes(published(folder, "local", None)) == {
-        "main": tested(folder, "Q2_K", "Q4_K_M"),
-        "q8": tested(folder, "Q8_0"),
+        "main": expected_files(folder, "Q2_K", "Q4_K_M"),
+        "q8": expected_files(folder, "Q8_0"),
     }
 
 
@@ -349,11 +349,11 @@ def test_local_a_branch_that_fails_after_main_is_reported_exactly_and_a_rerun_co
         f"(q8: {repo}: branch q8 moved while publishing (now {other[:12]}); run publish again); "
         "run publish again to publish the rest"
     )
-    assert without_gitattributes(published(folder, "local", None))["main"] == tested(folder, "Q2_K", "Q4_K_M")
+    assert without_gitattributes(published(folder, "local", None))["main"] == expected_files(folder, "Q2_K", "Q4_K_M")
     assert "second card" not in subprocess.check_output([*git, "show", "q8:README.md"], text=True)
 
     publish(recipe, workdir=folder / "build", target=LocalTarget(folder / "hub"))
-    assert without_gitattributes(published(folder, "local", None))["q8"] == tested(folder, "Q8_0")
+    assert without_gitattributes(published(folder, "local", None))["q8"] == expected_files(folder, "Q8_0")
     assert subprocess.check_output([*git, "rev-parse", "main"], text=True).strip() == main
 
 
@@ -391,8 +391,9 @@ def _expectation(data: dict[str, Any]) -> None:
          "(general.repo_url: licence, names, repo id or card data)"),
         (_name, "(general.name: licence, names, repo id or card data)"),
         (_basename, "tiny.Q2_K.gguf: the recipe now names this file tiny2.Q2_K.gguf"),
-        (_expectation, "the recipe's smoke settings changed after the build, so Q2_K, Q4_K_M, Q8_0 passed checks "
-         "other than the ones it asks for now; run `publisher build recipes/tiny.yaml` first, then publish"),
+        (_expectation, "build/tiny: Q2_K, Q4_K_M, Q8_0 passed smoke checks other than the ones the recipe asks for "
+         "now (smoke prompts, expectations, prompt template, quality settings or tool versions changed); "
+         "run `publisher build recipes/tiny.yaml` first, then publish"),
     ],
     ids=["licence", "repo_id", "name", "basename", "smoke-expectation"],
 )
@@ -431,4 +432,4 @@ def test_a_recipe_change_that_reaches_only_the_card_rerenders_it_and_says_so(
     for branch in ("main", "q8"):
         changed = {p for p in set(after[branch]) | set(before[branch]) if after[branch].get(p) != before[branch].get(p)}
         assert changed == {"README.md"}
-    assert without_gitattributes(after) == {"main": tested(folder, "Q2_K", "Q4_K_M"), "q8": tested(folder, "Q8_0")}
+    assert without_gitattributes(after) == {"main": expected_files(folder, "Q2_K", "Q4_K_M"), "q8": expected_files(folder, "Q8_0")}

@@ -60,7 +60,7 @@ def test_unreachable_hub_is_retried_with_exponential_backoff_then_reported(monke
 
     assert waits == [0.5, 1.0]
     message = str(caught.value)
-    assert message.startswith(f"reading {target.endpoint}/tester/Tiny-GGUF failed: ")
+    assert message.startswith(f"reading {target.endpoint}/tester/Tiny-GGUF failed (3 attempts): ")
     assert "ConnectError" in message and "not sent again when you re-run" in message
 
 

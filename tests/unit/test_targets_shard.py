@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakebuild import make_build, write_recipe
+from fakebuild import make_build, record_smoke_settings, write_recipe
 from gguf import GGUFReader, GGUFWriter
 
 from publisher.errors import PublishError
 from publisher.manifest import load_manifest, save_manifest, sha256_file
+from publisher.publishable import expected_gguf_metadata
 from publisher.publish import PublishPlan, PublishResult, publish
 from publisher.recipe import load_recipe
 from publisher.shard import plan_groups, shard_name, split_gguf
@@ -21,10 +22,18 @@ from publisher.targets.local import LocalTarget
 SHAPE = (32, 64)  # float32: 8192 bytes per tensor
 
 
-def tiny_gguf(path: Path, tensors: int = 6) -> Path:
-    """A small but real GGUF: metadata of several kinds and float32 tensors of known values."""
+def tiny_gguf(path: Path, tensors: int = 6, metadata: dict[str, Any] | None = None) -> Path:
+    """A small but real GGUF: metadata of several kinds (``metadata`` too) and float32 tensors of known values."""
     writer = GGUFWriter(path, "llama")
-    writer.add_name("tiny")
+    extra = dict(metadata or {})
+    writer.add_name(extra.pop("general.name", "tiny"))
+    for key, item in extra.items():
+        if isinstance(item, str):
+            writer.add_string(key, item)
+        elif isinstance(item, int):
+            writer.add_uint32(key, item)
+        else:
+            writer.add_array(key, item)
     writer.add_context_length(64)
     writer.add_token_list(["<s>", "</s>", "hello", "world"])
     writer.add_token_scores([0.0, 0.0, -1.5, -2.5])
@@ -96,11 +105,12 @@ def _real_gguf_build(tmp_path: Path) -> tuple[Path, Path]:
     _, build_dir = make_build(recipe_path, tmp_path / "build")
     path = build_dir / "tiny.Q8_0.gguf"
     path.unlink()
-    tiny_gguf(path, tensors=8)
+    tiny_gguf(path, tensors=8, metadata=expected_gguf_metadata(load_recipe(recipe_path)))
     manifest = load_manifest(build_dir)
     assert manifest is not None
     artifact = manifest.artifacts["Q8_0"]
     artifact.size_bytes, artifact.sha256 = path.stat().st_size, sha256_file(path)
+    record_smoke_settings(load_recipe(recipe_path), build_dir, manifest)  # as if tested after the change
     save_manifest(build_dir, manifest)
     return recipe_path, build_dir
 
