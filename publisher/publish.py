@@ -43,6 +43,7 @@ from publisher.shard import HUB_MAX_FILE_BYTES, ensure_shards, plan_groups, reco
 from publisher.targets import make_target
 from publisher.targets.base import LocalFile, Target
 
+
 @dataclass(frozen=True)
 class PlannedFile:
     """A file for one branch, and whether the target already holds it."""

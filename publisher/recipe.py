@@ -318,7 +318,10 @@ def branch_name_problem(name: str) -> str | None:
         (name.startswith("refs/"), "the Hub keeps refs/ for its own refs (refs/pr/N, refs/convert/...)"),
         (bool(re.fullmatch(r"[0-9a-fA-F]{40}", name)), "the Hub would take 40 hex digits for a commit id"),
         (name == "HEAD", "git and the Hub read HEAD as the current commit"),
-        (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", name), "use letters, digits and . _ / - from a letter or digit on"),
+        (
+            not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", name),
+            "use letters, digits and . _ / - from a letter or digit on",
+        ),
     ]
     return next((why for broken, why in git_rules + hub_rules if broken), None)
 

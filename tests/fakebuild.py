@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from publisher.pipeline import tool_versions
 from publisher.manifest import Artifact, Manifest, StageRecord, save_manifest, sha256_file, write_text_atomic
+from publisher.pipeline import tool_versions
 from publisher.publishable import expected_gguf_metadata
 from publisher.recipe import Recipe, load_recipe
 

@@ -217,8 +217,8 @@ def test_a_hub_that_accepts_and_never_answers_ends_in_one_line(
 ) -> None:
     import time
 
-    from huggingface_hub import constants
     from hubserver import SilentServer
+    from huggingface_hub import constants
 
     folder = project(tmp_path, "hf")
     with SilentServer() as silent:
@@ -285,7 +285,10 @@ def test_hf_a_branch_refused_after_main_is_reported_exactly_and_a_rerun_complete
         f"(q8: committing to {hub.url}/{REPO_ID}@q8 failed: the token may not write here (HTTP 403): "
         "use a token with write access to this namespace); run publish again to publish the rest"
     )
-    assert without_gitattributes(published(folder, "hf", hub)) == {"main": expected_files(folder, "Q2_K", "Q4_K_M"), "q8": {}}
+    assert without_gitattributes(published(folder, "hf", hub)) == {
+        "main": expected_files(folder, "Q2_K", "Q4_K_M"),
+        "q8": {},
+    }
 
     hub.faults.remove(fault)
     done = cli("publish", "recipes/tiny.yaml", cwd=folder)
@@ -384,21 +387,34 @@ def _expectation(data: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (_licence, "tiny.Q2_K.gguf: the recipe changed after the build and the file's metadata no longer matches it "
-         "(general.license: licence, names, repo id or card data); run `publisher build recipes/tiny.yaml` first, "
-         "then publish"),
-        (_repo_id, "tiny.Q2_K.gguf: the recipe changed after the build and the file's metadata no longer matches it "
-         "(general.repo_url: licence, names, repo id or card data)"),
+        (
+            _licence,
+            "tiny.Q2_K.gguf: the recipe changed after the build and the file's metadata no longer matches it "
+            "(general.license: licence, names, repo id or card data); run `publisher build recipes/tiny.yaml` first, "
+            "then publish",
+        ),
+        (
+            _repo_id,
+            "tiny.Q2_K.gguf: the recipe changed after the build and the file's metadata no longer matches it "
+            "(general.repo_url: licence, names, repo id or card data)",
+        ),
         (_name, "(general.name: licence, names, repo id or card data)"),
         (_basename, "tiny.Q2_K.gguf: the recipe now names this file tiny2.Q2_K.gguf"),
-        (_expectation, "build/tiny: Q2_K, Q4_K_M, Q8_0 passed smoke checks other than the ones the recipe asks for "
-         "now (smoke prompts, expectations, prompt template, quality settings or tool versions changed); "
-         "run `publisher build recipes/tiny.yaml` first, then publish"),
+        (
+            _expectation,
+            "build/tiny: Q2_K, Q4_K_M, Q8_0 passed smoke checks other than the ones the recipe asks for "
+            "now (smoke prompts, expectations, prompt template, quality settings or tool versions changed); "
+            "run `publisher build recipes/tiny.yaml` first, then publish",
+        ),
     ],
     ids=["licence", "repo_id", "name", "basename", "smoke-expectation"],
 )
 def test_a_recipe_change_that_reaches_the_files_or_their_tests_is_refused(
-    tmp_path: Path, kind: str, change: Callable[[dict[str, Any]], None], message: str, cli: Cli,
+    tmp_path: Path,
+    kind: str,
+    change: Callable[[dict[str, Any]], None],
+    message: str,
+    cli: Cli,
     request: pytest.FixtureRequest,
 ) -> None:
     hub = request.getfixturevalue("hub") if kind == "hf" else None
@@ -426,10 +442,15 @@ def test_a_recipe_change_that_reaches_only_the_card_rerenders_it_and_says_so(
     done = cli("publish", "recipes/tiny.yaml", cwd=folder)
 
     assert done.returncode == 0, done.stderr
-    assert "note: the recipe changed what the card shows: re-rendered README.md, which this publish sends" in done.stdout
+    assert (
+        "note: the recipe changed what the card shows: re-rendered README.md, which this publish sends" in done.stdout
+    )
     assert "Added after the release." in (folder / "build" / "tiny" / "README.md").read_text()
     after = published(folder, kind, hub)
     for branch in ("main", "q8"):
         changed = {p for p in set(after[branch]) | set(before[branch]) if after[branch].get(p) != before[branch].get(p)}
         assert changed == {"README.md"}
-    assert without_gitattributes(after) == {"main": expected_files(folder, "Q2_K", "Q4_K_M"), "q8": expected_files(folder, "Q8_0")}
+    assert without_gitattributes(after) == {
+        "main": expected_files(folder, "Q2_K", "Q4_K_M"),
+        "q8": expected_files(folder, "Q8_0"),
+    }

@@ -63,7 +63,9 @@ def test_ordinary_names_pass(name: str) -> None:
     assert branch_name_problem(name) is None
 
 
-@pytest.mark.parametrize("name", [n for n in REFUSED if n != "@" and not n.startswith(("refs/", "0123", "HEAD", "é", "_"))])
+@pytest.mark.parametrize(
+    "name", [n for n in REFUSED if n != "@" and not n.startswith(("refs/", "0123", "HEAD", "é", "_"))]
+)
 def test_git_agrees_with_every_git_rule(name: str) -> None:  # '@' alone means HEAD to --branch, so not here
     done = subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True, check=False)
     assert done.returncode != 0, name

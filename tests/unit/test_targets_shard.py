@@ -13,8 +13,8 @@ from gguf import GGUFReader, GGUFWriter
 
 from publisher.errors import PublishError
 from publisher.manifest import load_manifest, save_manifest, sha256_file
-from publisher.publishable import expected_gguf_metadata
 from publisher.publish import PublishPlan, PublishResult, publish
+from publisher.publishable import expected_gguf_metadata
 from publisher.recipe import load_recipe
 from publisher.shard import plan_groups, shard_name, split_gguf
 from publisher.targets.local import LocalTarget
