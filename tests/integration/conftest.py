@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hubserver import HubServer
+from publish_state import TOKEN
 
 
 @pytest.fixture
@@ -33,3 +35,23 @@ def cli(
         return subprocess.CompletedProcess(list(args), code, out, err)
 
     return run
+
+
+@pytest.fixture
+def cli_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    """A loopback Hub that `publisher publish --target hf` in this process talks to."""
+    from huggingface_hub import constants
+
+    with HubServer(token=TOKEN) as server:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        for name, value in {
+            "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_TOKEN": TOKEN,
+            "PUBLISHER_HF_ATTEMPTS": "2",
+            "PUBLISHER_HF_BACKOFF": "0.01",
+        }.items():
+            monkeypatch.setenv(name, value)
+        yield server

@@ -7,117 +7,29 @@ prints, its exit status, and exactly what the target holds afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from fakebuild import make_build, write_recipe
 from hubserver import HubServer
+from publish_state import (
+    REPO_ID,
+    TARGETS,
+    TOKEN,
+    error_line,
+    expected_files,
+    project,
+    published,
+    without_gitattributes,
+)
 
-from publisher.manifest import load_manifest, sha256_file
-from publisher.targets.base import parse_lfs_pointer
+from publisher.manifest import sha256_file
 
-TOKEN = "hf_GuaranteesToken0123456789"
-REPO_ID = "tester/Tiny-GGUF"
-GITATTRIBUTES = ".gitattributes"
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    """A loopback Hub that `publisher publish --target hf` in this process talks to."""
-    from huggingface_hub import constants
-
-    with HubServer(token=TOKEN) as server:
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)
-        for name, value in {
-            "HF_HUB_OFFLINE": "0",
-            "HF_HUB_DISABLE_XET": "1",
-            "HF_TOKEN": TOKEN,
-            "PUBLISHER_HF_ATTEMPTS": "2",
-            "PUBLISHER_HF_BACKOFF": "0.01",
-        }.items():
-            monkeypatch.setenv(name, value)
-        yield server
-
-
-def project(tmp_path: Path, kind: str, **recipe: Any) -> Path:
-    """recipes/tiny.yaml (Q8_0 on branch q8) publishing to ``kind``, built under build/."""
-    recipe.setdefault("branches", [{"name": "q8", "types": ["Q8_0"]}])
-    path = write_recipe(tmp_path / "recipes", target=kind, **recipe)
-    make_build(path, tmp_path / "build")
-    return tmp_path
-
-
-def edit_recipe(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    path = folder / "recipes" / "tiny.yaml"
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def error_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The one error line a refused command ends with (progress lines may come before it)."""
-    assert done.returncode == 1, done.stdout + done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and done.stderr.rstrip().endswith(errors[0]), done.stderr
-    assert "Traceback" not in done.stderr
-    return errors[0].removeprefix("error: ")
-
-
-def published(folder: Path, kind: str, hub: HubServer | None) -> dict[str, dict[str, str]]:
-    """Every branch of the repo: path -> sha256 of the bytes it serves (LFS files resolved and re-hashed)."""
-    if kind == "hf":
-        assert hub is not None
-        if REPO_ID not in hub.repos:
-            return {}
-        return {
-            branch: {path: hashlib.sha256(hub.file_bytes(REPO_ID, branch, path)).hexdigest() for path in files}
-            for branch in hub.repos[REPO_ID].branches
-            for files in [hub.tree(REPO_ID, branch)]
-        }
-    repo = folder / "hub" / REPO_ID
-    if not repo.exists():
-        return {}
-    git = ["git", "-C", str(repo)]
-    state: dict[str, dict[str, str]] = {}
-    for branch in subprocess.check_output([*git, "for-each-ref", "--format=%(refname:short)"], text=True).split():
-        state[branch] = {}
-        for path in subprocess.check_output([*git, "ls-tree", "-r", "--name-only", branch], text=True).split():
-            data = subprocess.check_output([*git, "show", f"{branch}:{path}"])
-            pointer = parse_lfs_pointer(data)
-            if pointer is not None:
-                obj = repo / ".git" / "lfs" / "objects" / pointer[0][:2] / pointer[0][2:4] / pointer[0]
-                data = obj.read_bytes() if obj.is_file() else b"(object missing)"
-            state[branch][path] = hashlib.sha256(data).hexdigest()
-    return state
-
-
-def expected_files(folder: Path, *types: str, card: bool = True) -> dict[str, str]:
-    """What a branch should hold: the tested sha256 of these types' files, the card, .gitattributes."""
-    build_dir = folder / "build" / "tiny"
-    manifest = load_manifest(build_dir)
-    assert manifest is not None
-    files = {Path(manifest.artifacts[t].path).name: manifest.artifacts[t].sha256 for t in types}
-    if card:
-        files["README.md"] = sha256_file(build_dir / "README.md")
-    return files
-
-
-def without_gitattributes(state: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-    return {branch: {p: s for p, s in files.items() if p != GITATTRIBUTES} for branch, files in state.items()}
-
-
-TARGETS = ["local", "hf"]
 
 
 # -- 1. bytes are hashed when they are stored or sent -------------------------------------------
@@ -127,7 +39,7 @@ TARGETS = ["local", "hf"]
 def test_a_file_changed_without_a_new_mtime_is_refused_by_name(
     tmp_path: Path, kind: str, cli: Cli, request: pytest.FixtureRequest
 ) -> None:
-    hub = request.getfixturevalue("hub") if kind == "hf" else None
+    hub = request.getfixturevalue("cli_hub") if kind == "hf" else None
     folder = project(tmp_path, kind)
     assert cli("publish", "recipes/tiny.yaml", "--dry-run", cwd=folder).returncode == 0  # the hash cache is warm
     gguf = folder / "build" / "tiny" / "tiny.Q4_K_M.gguf"
@@ -151,7 +63,7 @@ def test_a_file_changed_without_a_new_mtime_is_refused_by_name(
 def test_a_first_publish_holds_exactly_the_tested_bytes(
     tmp_path: Path, kind: str, cli: Cli, request: pytest.FixtureRequest
 ) -> None:
-    hub = request.getfixturevalue("hub") if kind == "hf" else None
+    hub = request.getfixturevalue("cli_hub") if kind == "hf" else None
     folder = project(tmp_path, kind)
 
     done = cli("publish", "recipes/tiny.yaml", cwd=folder)
@@ -248,8 +160,9 @@ def test_a_hub_that_accepts_and_never_answers_ends_in_one_line(
 
 
 def test_hf_a_refused_branch_creation_publishes_nothing_and_a_rerun_completes(
-    tmp_path: Path, cli: Cli, hub: HubServer
+    tmp_path: Path, cli: Cli, cli_hub: HubServer
 ) -> None:
+    hub = cli_hub
     folder = project(tmp_path, "hf")
     fault = hub.fail("POST", f"/api/models/{REPO_ID}/branch/q8", 403, times=float("inf"))
 
@@ -272,8 +185,9 @@ def test_hf_a_refused_branch_creation_publishes_nothing_and_a_rerun_completes(
 
 
 def test_hf_a_branch_refused_after_main_is_reported_exactly_and_a_rerun_completes(
-    tmp_path: Path, cli: Cli, hub: HubServer
+    tmp_path: Path, cli: Cli, cli_hub: HubServer
 ) -> None:
+    hub = cli_hub
     folder = project(tmp_path, "hf")
     fault = hub.fail("POST", f"/api/models/{REPO_ID}/commit/q8", 403, times=float("inf"))
 
@@ -358,99 +272,3 @@ def test_local_a_branch_that_fails_after_main_is_reported_exactly_and_a_rerun_co
     publish(recipe, workdir=folder / "build", target=LocalTarget(folder / "hub"))
     assert without_gitattributes(published(folder, "local", None))["q8"] == expected_files(folder, "Q8_0")
     assert subprocess.check_output([*git, "rev-parse", "main"], text=True).strip() == main
-
-
-# -- 5. a recipe changed after the build ---------------------------------------------------------
-
-
-def _licence(data: dict[str, Any]) -> None:
-    data["model"]["license"] = "mit"
-
-
-def _repo_id(data: dict[str, Any]) -> None:
-    data["publish"]["repo_id"] = "tester/Other-GGUF"
-
-
-def _name(data: dict[str, Any]) -> None:
-    data["model"]["name"] = "Tiny Two"
-
-
-def _basename(data: dict[str, Any]) -> None:
-    data["quantize"]["basename"] = "tiny2"
-
-
-def _expectation(data: dict[str, Any]) -> None:
-    data["smoke"] = {"prompts": [{"prompt": "Capital of France?", "expect_contains": ["Paris"]}]}
-
-
-@pytest.mark.parametrize("kind", TARGETS)
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (
-            _licence,
-            "tiny.Q2_K.gguf: the recipe changed after the build and the file's metadata no longer matches it "
-            "(general.license: licence, names, repo id or card data); run `publisher build recipes/tiny.yaml` first, "
-            "then publish",
-        ),
-        (
-            _repo_id,
-            "tiny.Q2_K.gguf: the recipe changed after the build and the file's metadata no longer matches it "
-            "(general.repo_url: licence, names, repo id or card data)",
-        ),
-        (_name, "(general.name: licence, names, repo id or card data)"),
-        (_basename, "tiny.Q2_K.gguf: the recipe now names this file tiny2.Q2_K.gguf"),
-        (
-            _expectation,
-            "build/tiny: Q2_K, Q4_K_M, Q8_0 passed smoke checks other than the ones the recipe asks for "
-            "now (smoke prompts, expectations, prompt template, quality settings or tool versions changed); "
-            "run `publisher build recipes/tiny.yaml` first, then publish",
-        ),
-    ],
-    ids=["licence", "repo_id", "name", "basename", "smoke-expectation"],
-)
-def test_a_recipe_change_that_reaches_the_files_or_their_tests_is_refused(
-    tmp_path: Path,
-    kind: str,
-    change: Callable[[dict[str, Any]], None],
-    message: str,
-    cli: Cli,
-    request: pytest.FixtureRequest,
-) -> None:
-    hub = request.getfixturevalue("hub") if kind == "hf" else None
-    folder = project(tmp_path, kind)
-    edit_recipe(folder, change)
-
-    line = error_line(cli("publish", "recipes/tiny.yaml", cwd=folder))
-
-    assert message in line, line
-    assert published(folder, kind, hub) == {}
-    assert not (folder / "hub").exists() and (hub is None or not hub.repos)
-
-
-@pytest.mark.parametrize("kind", TARGETS)
-def test_a_recipe_change_that_reaches_only_the_card_rerenders_it_and_says_so(
-    tmp_path: Path, kind: str, cli: Cli, request: pytest.FixtureRequest
-) -> None:
-    hub = request.getfixturevalue("hub") if kind == "hf" else None
-    folder = project(tmp_path, kind)
-    first = cli("card", "recipes/tiny.yaml", "--publish", cwd=folder)  # the card stage renders and records it
-    assert first.returncode == 0, first.stderr
-    before = published(folder, kind, hub)
-    edit_recipe(folder, lambda data: data["card"].update(notes=["Added after the release."]))
-
-    done = cli("publish", "recipes/tiny.yaml", cwd=folder)
-
-    assert done.returncode == 0, done.stderr
-    assert (
-        "note: the recipe changed what the card shows: re-rendered README.md, which this publish sends" in done.stdout
-    )
-    assert "Added after the release." in (folder / "build" / "tiny" / "README.md").read_text()
-    after = published(folder, kind, hub)
-    for branch in ("main", "q8"):
-        changed = {p for p in set(after[branch]) | set(before[branch]) if after[branch].get(p) != before[branch].get(p)}
-        assert changed == {"README.md"}
-    assert without_gitattributes(after) == {
-        "main": expected_files(folder, "Q2_K", "Q4_K_M"),
-        "q8": expected_files(folder, "Q8_0"),
-    }
