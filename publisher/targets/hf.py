@@ -146,6 +146,7 @@ class HfTarget(Target):
         self.connect_timeout_s = connect_timeout_s or _timeout_s("PUBLISHER_HF_CONNECT_TIMEOUT", 10.0)
         self.read_timeout_s = read_timeout_s or _timeout_s("PUBLISHER_HF_READ_TIMEOUT", 60.0)
         self._sleep = sleep
+        self._stored: dict[tuple[str, str, str], CommitOperationAdd] = {}  # (repo, branch, path) -> uploaded op
         connect_s, read_s = self.connect_timeout_s, self.read_timeout_s
         # huggingface_hub keeps one shared client; this makes it (again) with our timeouts.
         set_client_factory(
@@ -282,6 +283,7 @@ class HfTarget(Target):
         )
         for file, op in zip(lfs, operations, strict=True):
             check_sha256(file, op.upload_info.sha256.hex())
+            self._stored[(repo_id, branch, file.path_in_repo)] = op
 
     def commit(
         self,
@@ -294,10 +296,14 @@ class HfTarget(Target):
         parent: str | None,
     ) -> str:
         def send() -> str:
-            # Operations are single-use (the client marks them committed), so build them per attempt.
+            # The operations store_files uploaded are committed as they are (the client reads and
+            # sends nothing again for them); they are single-use, so they are dropped once committed.
             operations = []
             for file in files:
-                if file.lfs:
+                stored = self._stored.get((repo_id, branch, file.path_in_repo))
+                if file.lfs and stored is not None:
+                    op = stored
+                elif file.lfs:
                     op = CommitOperationAdd(path_in_repo=file.path_in_repo, path_or_fileobj=str(file.source))
                     op.upload_info.sha256 = bytes.fromhex(file.sha256)  # checked by store_files; stored already
                 else:
@@ -311,6 +317,8 @@ class HfTarget(Target):
                 revision=branch,
                 parent_commit=parent,
             )
+            for file in files:
+                self._stored.pop((repo_id, branch, file.path_in_repo), None)
             return str(info.oid)
 
         return self._call(f"committing to {self.location(repo_id)}@{branch}", send)
