@@ -289,7 +289,10 @@ class LocalTarget(Target):
         obj.parent.mkdir(parents=True, exist_ok=True)
         tmp = obj.with_name(f".{obj.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
-            how, digest = self._write_object(file.source, tmp)
+            try:
+                how, digest = self._write_object(file.source, tmp)
+            except OSError as err:  # a full disk, a vanished file: one line, nothing half-stored
+                raise PublishError(f"{obj.parent}: could not store {file.source}: {err.strerror or err}") from None
             check_sha256(file, digest)
             if how == "linked":
                 self.bytes_linked += file.size

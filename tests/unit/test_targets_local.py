@@ -256,3 +256,23 @@ def test_a_branch_that_moved_meanwhile_is_not_overwritten(built: Path, tmp_path:
     with pytest.raises(PublishError, match="moved while publishing"):
         execute_plan(plan, target)
     assert git(repo, "rev-parse", "main") == moved
+
+
+def test_a_file_gone_between_planning_and_storing_is_one_line_and_nothing_is_committed(
+    built: Path, tmp_path: Path
+) -> None:
+    from publisher.publish import execute_plan, plan_publish
+    from publisher.recipe import load_recipe
+
+    target = LocalTarget(tmp_path / "hub")
+    plan = plan_publish(load_recipe(built), target, workdir=tmp_path / "build")
+    gone = tmp_path / "build" / "tiny" / "tiny.Q4_K_M.gguf"
+    gone.unlink()
+
+    with pytest.raises(PublishError) as caught:
+        execute_plan(plan, target)
+
+    assert str(caught.value).endswith(f"could not store {gone}: No such file or directory")
+    repo = tmp_path / "hub" / "tester" / "Tiny-GGUF"
+    assert git(repo, "log", "--format=%s", "main").splitlines() == ["initial commit"]
+    assert not list((repo / ".git" / "lfs" / "objects").rglob("*.partial"))
