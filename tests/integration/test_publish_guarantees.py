@@ -272,3 +272,10 @@ def test_local_a_branch_that_fails_after_main_is_reported_exactly_and_a_rerun_co
     publish(recipe, workdir=folder / "build", target=LocalTarget(folder / "hub"))
     assert without_gitattributes(published(folder, "local", None))["q8"] == expected_files(folder, "Q8_0")
     assert subprocess.check_output([*git, "rev-parse", "main"], text=True).strip() == main
+
+
+def test_hard_links_are_refused_for_the_hub(tmp_path: Path, cli: Cli) -> None:
+    folder = project(tmp_path, "hf")
+    line = error_line(cli("publish", "recipes/tiny.yaml", "--hard-links", cwd=folder))
+    assert line == "--hard-links is for the local target, not 'hf'"
+    assert not (folder / "hub").exists()
