@@ -355,7 +355,9 @@ def publish(
             return plan
         if local_hub is not None:  # after the refusals, so a refused publish leaves no hub folder behind
             stack.enter_context(_hub_lock(local_hub, out))
+            first = plan
             plan = plan_publish(recipe, chosen, workdir=workdir, max_file_bytes=max_file_bytes)  # what it is now
+            plan.notes = [*first.notes, *(note for note in plan.notes if note not in first.notes)]  # what it did
         if plan.changes:
             chosen.check_ready()
         try:

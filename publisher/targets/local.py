@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 
 from publisher.errors import PublishError
-from publisher.manifest import sha256_file
+from publisher.manifest import guard_write, sha256_file
 from publisher.targets.base import (
     GITATTRIBUTES,
     LocalFile,
@@ -287,7 +287,7 @@ class LocalTarget(Target):
         if self._object_ok(repo, file.sha256, file.size):
             return
         obj.parent.mkdir(parents=True, exist_ok=True)
-        tmp = obj.with_name(f".{obj.name}.{uuid.uuid4().hex[:8]}.partial")
+        tmp = guard_write(obj.with_name(f".{obj.name}.{uuid.uuid4().hex[:8]}.partial"))
         try:
             try:
                 how, digest = self._write_object(file.source, tmp)
