@@ -1,26 +1,67 @@
-"""Publishing targets behind one interface: ``local`` (git repos in a folder) and ``hf`` (the Hub)."""
+"""Publishing targets behind one interface and one registry: ``local`` (git repos in a folder) and ``hf`` (the Hub).
+
+A target is a ``Target`` subclass made by a factory registered under a name; ``make_target``
+looks the name up. The two built-in factories import their module only when asked for, so
+publishing locally never imports the Hub client.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from publisher.errors import PublishError
 from publisher.targets.base import Target
 
-TARGETS = ("local", "hf")
 DEFAULT_HUB_DIR = Path("hub")
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """What the command line can say about a target."""
+
+    hub_dir: Path | None = None
+    hard_links: bool = False
+
+
+TargetFactory = Callable[[TargetOptions], Target]
+FACTORIES: dict[str, TargetFactory] = {}
+
+
+def register_target(name: str) -> Callable[[TargetFactory], TargetFactory]:
+    """Decorator adding a target factory to the registry under ``name``."""
+
+    def add(factory: TargetFactory) -> TargetFactory:
+        if name in FACTORIES:
+            raise ValueError(f"target {name!r} registered twice")
+        FACTORIES[name] = factory
+        return factory
+
+    return add
+
+
+@register_target("local")
+def _local(options: TargetOptions) -> Target:
+    from publisher.targets.local import LocalTarget
+
+    return LocalTarget(
+        options.hub_dir if options.hub_dir is not None else DEFAULT_HUB_DIR, hard_links=options.hard_links
+    )
+
+
+@register_target("hf")
+def _hf(options: TargetOptions) -> Target:
+    if options.hard_links:
+        raise PublishError("--hard-links is for the local target, not 'hf'")
+    from publisher.targets.hf import HfTarget
+
+    return HfTarget()
 
 
 def make_target(name: str, *, hub_dir: Path | None = None, hard_links: bool = False) -> Target:
     """The target called ``name``; unknown names fail with the known ones listed."""
-    if name == "local":
-        from publisher.targets.local import LocalTarget
-
-        return LocalTarget(hub_dir if hub_dir is not None else DEFAULT_HUB_DIR, hard_links=hard_links)
-    if hard_links:
-        raise PublishError(f"--hard-links is for the local target, not {name!r}")
-    if name == "hf":
-        from publisher.targets.hf import HfTarget
-
-        return HfTarget()
-    raise PublishError(f"unknown publish target {name!r}: use one of {', '.join(TARGETS)}")
+    factory = FACTORIES.get(name)
+    if factory is None:
+        raise PublishError(f"unknown publish target {name!r}: use one of {', '.join(FACTORIES)}")
+    return factory(TargetOptions(hub_dir=hub_dir, hard_links=hard_links))
