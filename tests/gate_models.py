@@ -57,7 +57,9 @@ def swap_added_token_ids(folder: Path, first: str, second: str, *, everywhere: b
             vocab[first], vocab[second] = vocab[second], vocab[first]
 
     def swap_config(data: Any) -> None:
-        decoder = data.get("added_tokens_decoder", {})
+        decoder = data.get("added_tokens_decoder")
+        if not decoder:
+            return
         by_text = {v["content"]: k for k, v in decoder.items()}
         a, b = by_text[first], by_text[second]
         decoder[a], decoder[b] = decoder[b], decoder[a]
@@ -70,6 +72,21 @@ def swap_added_token_ids(folder: Path, first: str, second: str, *, everywhere: b
 def set_add_bos(folder: Path, value: bool) -> None:
     """Set ``add_bos_token`` in tokenizer_config.json."""
     edit_json(folder / "tokenizer_config.json", lambda data: data.__setitem__("add_bos_token", value))
+
+
+def prepend_in_post_processor(folder: Path, token: str) -> None:
+    """Make tokenizer.json's post-processor put ``token`` before every text (what transformers' encode then adds)."""
+
+    def change(data: Any) -> None:
+        token_id = next(t["id"] for t in data["added_tokens"] if t["content"] == token)
+        data["post_processor"] = {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": token, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {token: {"id": token, "ids": [token_id], "tokens": [token]}},
+        }
+
+    edit_json(folder / "tokenizer.json", change)
 
 
 def write_jinja_template(folder: Path, template: str = CHATML_WITHOUT_DEFAULT_SYSTEM) -> None:
@@ -89,8 +106,8 @@ def add_token_beyond_vocab(folder: Path, content: str = "<|beyond|>") -> int:
 def tiny_qwen3(folder: Path, tokenizer_source: Path) -> Path:
     """A Qwen3 of random weights from a transformers config (hidden 64, 2 layers) with SmolLM2's tokenizer.
 
-    The tokenizer files are SmolLM2's with Qwen's tokenizer class and ``add_bos_token: false``, as
-    Qwen3 ships them.
+    The tokenizer files are SmolLM2's with ``add_bos_token: false`` written out, as Qwen3 ships them
+    (its own tokenizer class would bring Qwen's pre-tokenizer, which SmolLM2's vocabulary does not fit).
     """
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -115,23 +132,19 @@ def tiny_qwen3(folder: Path, tokenizer_source: Path) -> Path:
     model = Qwen3ForCausalLM(config).to(torch.float16)
     model.save_pretrained(folder, safe_serialization=True)
 
-    def qwen_like(data: Any) -> None:
-        data["tokenizer_class"] = "Qwen2Tokenizer"
-        data["add_bos_token"] = False
-
-    edit_json(folder / "tokenizer_config.json", qwen_like)
+    set_add_bos(folder, False)
     return folder
 
 
-def patch_tensor_rows(gguf_path: Path, out: Path, tensor: str, rows: int) -> Path:
-    """Copy a GGUF with one tensor's outer dimension rewritten to ``rows`` in its header (data left as is)."""
+def swap_tensor_dims(gguf_path: Path, out: Path, tensor: str) -> Path:
+    """Copy a GGUF with one 2-D tensor's two dimensions swapped in its header (same size, so offsets still hold)."""
     import gguf
 
     shutil.copyfile(gguf_path, out)
     reader = gguf.GGUFReader(out, "r+")
     info = next(t for t in reader.tensors if t.name == tensor)
     dims = info.field.parts[3]  # name length, name, number of dimensions, dimensions, type, offset
-    dims[len(dims) - 1] = rows
+    dims[0], dims[1] = int(dims[1]), int(dims[0])
     reader.data.flush()
     return out
 

@@ -27,6 +27,8 @@ GGML_LOG_LEVEL_CONT = 5
 # llama.cpp's loader reports a refused file as "llama_model_load: error loading model: <reason>"
 _LOADER_ERROR = re.compile(r"error loading model: ")
 _FUNCTION_PREFIX = re.compile(r"^\w+: ")
+# lines that only say that loading failed, not why
+_GENERIC = re.compile(r"failed to load model|failed to read tensor data")
 _log_lock = threading.Lock()
 
 
@@ -78,15 +80,14 @@ class LlamaLog:
     def last_error(self) -> str | None:
         """llama.cpp's own reason for a failure, without the function-name prefix; None if it said nothing.
 
-        The loader's "error loading model: <reason>" line is the most specific when there is one.
+        The loader's "error loading model: <reason>" line is the most specific, unless it only says
+        the load failed; then the first error that says more is the cause.
         """
         errors = self.errors()
-        loader = [line for line in errors if _LOADER_ERROR.search(line)]
-        if loader:
-            return _LOADER_ERROR.split(loader[-1], maxsplit=1)[-1].strip()
-        if errors:
-            return _FUNCTION_PREFIX.sub("", errors[-1])
-        return None
+        loader = [_LOADER_ERROR.split(line, maxsplit=1)[-1].strip() for line in errors if _LOADER_ERROR.search(line)]
+        telling = [r for r in loader if not _GENERIC.search(r)] + [e for e in errors if not _GENERIC.search(e)]
+        found = telling[0] if telling else errors[-1] if errors else None
+        return " ".join(_FUNCTION_PREFIX.sub("", found).split()) if found is not None else None
 
 
 @contextmanager

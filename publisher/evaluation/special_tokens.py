@@ -28,6 +28,7 @@ ROLES = ("bos", "eos", "eot", "pad", "unk")
 SOURCE_ROLES = ("bos", "eos", "pad", "unk")  # transformers has no end-of-turn role
 SAMPLE_TEXT = "Hello world"
 SOURCE = "transformers"
+UNK_KEY = "tokenizer.ggml.unknown_token_id"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 
 
@@ -120,9 +121,10 @@ def compare_specials(llm: Any, source: SourceSpecials) -> SpecialsReport:
         "eos": llama_cpp.llama_vocab_eos,
         "eot": llama_cpp.llama_vocab_eot,
         "pad": llama_cpp.llama_vocab_pad,
-        "unk": llama_cpp.llama_vocab_unk,
     }
     gguf_roles = {role: (None if (t := int(get(voc))) < 0 else t) for role, get in getters.items()}
+    unk = llm.metadata.get(UNK_KEY)  # llama.h has no getter for it; llama.cpp reads this key
+    gguf_roles["unk"] = int(unk) if unk is not None and int(unk) >= 0 else None
     differences: list[str] = []
     compared = 0
 
@@ -134,17 +136,14 @@ def compare_specials(llm: Any, source: SourceSpecials) -> SpecialsReport:
         if role in SOURCE_ROLES and theirs is not None:
             compared += 1
             if ours != theirs:
-                differences.append(
-                    f"{role.upper()}: GGUF {_token(ours, ours_text)}, {SOURCE} {_token(theirs, source.texts.get(theirs))}"
-                )
+                source_token = _token(theirs, source.texts.get(theirs))
+                differences.append(f"{role.upper()}: GGUF {_token(ours, ours_text)}, {SOURCE} {source_token}")
                 continue
         if ours is not None and ours_text in source.ids:
             if role not in SOURCE_ROLES or theirs is None:
                 compared += 1
             if source.ids[ours_text] != ours:
-                differences.append(
-                    f"{role.upper()} {ours_text!r}: GGUF id {ours}, {SOURCE} id {source.ids[ours_text]}"
-                )
+                differences.append(f"{role.upper()} {ours_text!r}: GGUF id {ours}, {SOURCE} id {source.ids[ours_text]}")
 
     # every added token: same id, same text, special ones as llama.cpp control tokens
     for token, (content, special) in sorted(source.added.items()):

@@ -6,7 +6,6 @@ test asserts the one-line reason each file failed with and that every file was t
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from common import recipe_variant
 from gate_models import (
     add_token_beyond_vocab,
     copy_source,
-    patch_tensor_rows,
     set_add_bos,
     swap_added_token_ids,
+    swap_tensor_dims,
     tiny_qwen3,
     truncate,
     write_jinja_template,
@@ -142,8 +141,7 @@ def test_a_truncated_reference_and_a_wrong_tensor_shape_each_fail_with_llama_cpp
     quant = build_dir / manifest.artifacts["Q8_0"].path
     damaged = truncate(reference, tmp_path / "f16.gguf")
     os.replace(damaged, reference)
-    rows = json.loads((tiny_source / "config.json").read_text())["vocab_size"] - 1
-    os.replace(patch_tensor_rows(quant, tmp_path / "q8.gguf", "token_embd.weight", rows), quant)
+    os.replace(swap_tensor_dims(quant, tmp_path / "q8.gguf", "token_embd.weight"), quant)
     # what a converter or quantizer that wrote these files would have recorded
     manifest.reference = _record_damage(build_dir, manifest, manifest.reference)
     manifest.artifacts["Q8_0"] = _record_damage(build_dir, manifest, manifest.artifacts["Q8_0"])
@@ -155,6 +153,6 @@ def test_a_truncated_reference_and_a_wrong_tensor_shape_each_fail_with_llama_cpp
     after = pipeline.execute(recipe, tmp_path / "work", stages=["smoke"]).manifest
     outcome = {t: (a.status, a.failure, a.quality_unavailable) for t, a in files(after).items()}
     bounds = "llama.cpp cannot load this file: TODO"
-    shape = "llama.cpp cannot load this file: TODO"
+    shape = "llama.cpp cannot load this file: tensor 'token_embd.weight' has wrong shape; expected 64, 49152, got 49152, 64, 1, 1"
     unavailable = f"the reference's logits could not be computed ({reference}: {bounds})"
     assert outcome == {"F16": ("failed", bounds, unavailable), "Q8_0": ("failed", shape, unavailable)}

@@ -12,9 +12,9 @@ import pytest
 from gate_models import (
     copy_tokenizer,
     patch_pre_tokenizer,
-    patch_tensor_rows,
-    set_add_bos,
+    prepend_in_post_processor,
     swap_added_token_ids,
+    swap_tensor_dims,
     truncate,
     write_jinja_template,
 )
@@ -49,16 +49,16 @@ def test_swapped_special_token_ids_fail_naming_the_token_and_both_ids(
     result = tokenizer_parity(smollm2_ggufs["Q8_0"], edited, demo_recipe())
     assert not result.passed and result.special_mismatches == 4
     assert result.first_mismatch is not None
-    assert result.first_mismatch.startswith(
-        "EOS: GGUF 2 '<|im_end|>', transformers 3 '<|im_end|>' (and 3 more); "
-    ), result.first_mismatch
+    assert result.first_mismatch.startswith("EOS: GGUF 2 '<|im_end|>', transformers 3 '<|im_end|>' (and 3 more); "), (
+        result.first_mismatch
+    )
 
 
 def test_bos_added_by_transformers_only_fails(
     smollm2_ggufs: dict[str, Path], smollm2_source: Path, tmp_path: Path
 ) -> None:
     edited = copy_tokenizer(smollm2_source, tmp_path / "src")
-    set_add_bos(edited, True)
+    prepend_in_post_processor(edited, "<|im_start|>")
     result = tokenizer_parity(smollm2_ggufs["Q8_0"], edited, demo_recipe())
     assert not result.passed and result.special_mismatches == 1
     assert result.first_mismatch == (
@@ -85,7 +85,7 @@ def test_a_second_template_that_transformers_prefers_fails_naming_both_files(
 
 def test_llama_cpp_gives_its_own_reason_for_each_refused_file(smollm2_ggufs: dict[str, Path], tmp_path: Path) -> None:
     truncated = truncate(smollm2_ggufs["Q2_K"], tmp_path / "truncated.gguf")
-    wrong_shape = patch_tensor_rows(smollm2_ggufs["Q8_0"], tmp_path / "shape.gguf", "token_embd.weight", 49151)
+    wrong_shape = swap_tensor_dims(smollm2_ggufs["Q8_0"], tmp_path / "shape.gguf", "token_embd.weight")
     bad_vocab = patch_pre_tokenizer(smollm2_ggufs["Q8_0"], tmp_path / "vocab.gguf", "smolxx")
     reasons = {}
     for path in (truncated, wrong_shape, bad_vocab):
@@ -94,7 +94,10 @@ def test_llama_cpp_gives_its_own_reason_for_each_refused_file(smollm2_ggufs: dic
         assert str(err.value) == f"{path}: {err.value.detail}"
         reasons[path.name] = err.value.detail
     assert reasons == {
-        "truncated.gguf": "llama.cpp cannot load this file: TODO",
-        "shape.gguf": "llama.cpp cannot load this file: TODO",
-        "vocab.gguf": "llama.cpp cannot load this file: TODO",
+        "truncated.gguf": "llama.cpp cannot load this file: tensor 'blk.11.attn_q.weight' data is not within the "
+        "file bounds, model is corrupted or incomplete",
+        "shape.gguf": "llama.cpp cannot load this file: tensor 'token_embd.weight' has wrong shape; "
+        "expected 576, 49152, got 49152, 576, 1, 1",
+        "vocab.gguf": "llama.cpp cannot load this file: error loading model vocabulary: "
+        "unknown pre-tokenizer type: 'smolxx'",
     }

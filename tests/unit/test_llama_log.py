@@ -22,8 +22,10 @@ def test_continuation_lines_keep_the_level_of_the_message_they_continue() -> Non
     log.close()
     assert log.lines == [
         (INFO, "llama_model_loader: loaded meta data"),
-        (GGML_LOG_LEVEL_ERROR, "llama_model_load: error loading model: tensor 'blk.0.attn_q.weight' data is not "
-         "within the file bounds"),
+        (
+            GGML_LOG_LEVEL_ERROR,
+            "llama_model_load: error loading model: tensor 'blk.0.attn_q.weight' data is not within the file bounds",
+        ),
         (GGML_LOG_LEVEL_ERROR, "second line"),
         (INFO, "llama_model_load_from_file_impl: failed"),
     ]
