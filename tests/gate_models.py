@@ -124,13 +124,21 @@ def tiny_qwen3(folder: Path, tokenizer_source: Path) -> Path:
         num_key_value_heads=2,
         head_dim=16,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
         bos_token_id=1,
         eos_token_id=2,
     )
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(config).to(torch.float16)
-    model.save_pretrained(folder, safe_serialization=True)
+    model = Qwen3ForCausalLM(config)
+    # Random weights would answer with control tokens or nothing, failing every smoke prompt. An output
+    # layer that can only pick " the" or " and" (whichever side of one direction the state falls) answers words.
+    vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    direction = torch.randn(config.hidden_size)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[vocab["Ġthe"]] = direction
+        model.lm_head.weight[vocab["Ġand"]] = -direction
+    model.to(torch.float16).save_pretrained(folder, safe_serialization=True)
 
     set_add_bos(folder, False)
     return folder

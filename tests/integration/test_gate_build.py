@@ -152,7 +152,13 @@ def test_a_truncated_reference_and_a_wrong_tensor_shape_each_fail_with_llama_cpp
     recipe = tiny_recipe(tmp_path / "recipes", tiny_source)
     after = pipeline.execute(recipe, tmp_path / "work", stages=["smoke"]).manifest
     outcome = {t: (a.status, a.failure, a.quality_unavailable) for t, a in files(after).items()}
-    bounds = "llama.cpp cannot load this file: TODO"
-    shape = "llama.cpp cannot load this file: tensor 'token_embd.weight' has wrong shape; expected 64, 49152, got 49152, 64, 1, 1"
+    bounds = (
+        "llama.cpp cannot load this file: tensor 'token_embd.weight' data is not within the file bounds, "
+        "model is corrupted or incomplete"
+    )
+    shape = (
+        "llama.cpp cannot load this file: tensor 'token_embd.weight' has wrong shape; "
+        "expected 64, 49152, got 49152, 64, 1, 1"
+    )
     unavailable = f"the reference's logits could not be computed ({reference}: {bounds})"
     assert outcome == {"F16": ("failed", bounds, unavailable), "Q8_0": ("failed", shape, unavailable)}
