@@ -42,13 +42,14 @@ def test_the_loader_error_is_the_reason_without_its_prefixes() -> None:
     assert log.last_error() == "error loading model vocabulary: unknown pre-tokenizer type: 'x'"
 
 
-def test_without_a_loader_line_the_last_error_or_warning_counts_and_info_never_does() -> None:
+def test_without_a_telling_loader_line_the_first_error_or_warning_is_the_cause_and_info_never_is() -> None:
     log = LlamaLog()
     log.feed(INFO, "print_info: error-looking info line\n")
     assert log.last_error() is None
     log.feed(GGML_LOG_LEVEL_WARN, "gguf_init_from_file_impl: invalid magic characters: 'XXXX'\n")
     log.feed(GGML_LOG_LEVEL_ERROR, "gguf_init_from_file_impl: failed to read header\n")
-    assert log.last_error() == "failed to read header"
+    log.feed(GGML_LOG_LEVEL_ERROR, "llama_model_load: error loading model: llama_model_loader: failed to load model\n")
+    assert log.last_error() == "invalid magic characters: 'XXXX'"
 
 
 def test_each_line_reaches_the_listener_as_it_completes() -> None:
