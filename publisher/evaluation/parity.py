@@ -9,12 +9,13 @@ wrongly; this is the check that catches it.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from publisher import prompts
 from publisher.errors import SmokeTestError
@@ -26,6 +27,7 @@ from publisher.manifest import TemplateResult, TokenizerResult
 from publisher.recipe import Recipe
 
 PROBES_FILE = "parity_probes.json"
+UNICODE_FORMS: tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...] = ("NFC", "NFD", "NFKC", "NFKD")
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,49 @@ def shipped_probes() -> list[Probe]:
     return [Probe(item["name"], item["text"]) for item in data]
 
 
-def probe_set(recipe: Recipe, special_tokens: Sequence[str]) -> list[Probe]:
-    """Shipped probes, each special token alone and between words, the rendered prompts, extra probes."""
-    probes = shipped_probes()
-    probes += [Probe(f"special token {token}", token) for token in special_tokens]
+# Text whose four Unicode normal forms differ (accents, ligatures, compatibility characters).
+NORMALIZATION_SAMPLE = "Crème brûlée, naïve café; Å Ω ﬁ ﬀ ① x² ｶﾀｶﾅ Ǆ ẛ̣"
+# Character classes a normalizer or pre-tokenizer treats specially.
+CHARACTER_CLASSES = {
+    "digit runs": "0 12 345 6789 3.14159 1,000,000 ٣٤٥ ४५६",
+    "whitespace runs": "a  b   c    d\u00a0e\u2003f \u3000g",
+    "tabs": "\tindented\t\tcolumns\t",
+    "CJK": "汉字かなカナ한글 漢字",
+    "emoji with modifiers": "👍🏽 👨‍👩‍👧 🏳️‍🌈 ✋🏿",
+    "right-to-left text": "שלום עולם مرحبا بالعالم",
+    "zero-width characters": "zero\u200bwidth\u200cnon\u200djoiner\ufeffmark",
+    "control characters": "bell\x07 escape\x1b[0m delete\x7f",
+    "line ends": "unix\nwindows\r\nold mac\rend",
+}
+
+
+def generated_probes(special_tokens: Sequence[str]) -> list[Probe]:
+    """Probes made from the tokenizer itself and from what normalizers and pre-tokenizers touch.
+
+    Each special token alone, doubled, glued to words and with spaces and newlines around it (where
+    an ``lstrip``/``rstrip`` flag or a pre-tokenizer split shows); one text in NFC, NFD, NFKC and
+    NFKD; and the character classes above.
+    """
+    probes: list[Probe] = []
+    for token in special_tokens:
+        probes += [
+            Probe(f"special token {token}", token),
+            Probe(f"special token {token} doubled", token * 2),
+            Probe(f"special token {token} glued to words", f"word{token}word"),
+            Probe(f"special token {token} between spaces", f"a {token} b"),
+            Probe(f"special token {token} between newlines", f"a\n{token}\nb"),
+        ]
     if special_tokens:
         mixed = " ".join(f"word{i} {token}text\n" for i, token in enumerate(special_tokens))
         probes.append(Probe("special tokens between words", mixed))
+    probes += [Probe(f"Unicode {form}", unicodedata.normalize(form, NORMALIZATION_SAMPLE)) for form in UNICODE_FORMS]
+    probes += [Probe(name, text) for name, text in CHARACTER_CLASSES.items()]
+    return probes
+
+
+def probe_set(recipe: Recipe, special_tokens: Sequence[str]) -> list[Probe]:
+    """Shipped probes, generated probes (:func:`generated_probes`), the rendered prompts, extra probes."""
+    probes = shipped_probes() + generated_probes(special_tokens)
     for i, item in enumerate(prompts_of(recipe), 1):
         rendered = prompts.render(recipe.model.prompt_template, item.prompt, system_message(recipe, item))
         probes.append(Probe(f"rendered prompt {i}", rendered))

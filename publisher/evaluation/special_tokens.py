@@ -84,7 +84,15 @@ def _load_tokenizer(source_dir: Path, _stamp: tuple[tuple[str, float], ...]) -> 
 
 
 def source_specials(source_dir: Path) -> SourceSpecials | None:
-    """The source's special tokens through transformers; None when transformers cannot load the tokenizer."""
+    """The source's special tokens through transformers; None when transformers cannot load the tokenizer.
+
+    Read once per folder (and file times): every file of a build shares its source's tokenizer.
+    """
+    return _source_specials(source_dir.resolve(), _stamp(source_dir))
+
+
+@lru_cache(maxsize=4)
+def _source_specials(source_dir: Path, _stamp: tuple[tuple[str, float], ...]) -> SourceSpecials | None:
     tok = transformers_tokenizer(source_dir)
     if tok is None:
         return None

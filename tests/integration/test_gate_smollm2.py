@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from gate_models import (
     copy_tokenizer,
+    edit_json,
     patch_pre_tokenizer,
     prepend_in_post_processor,
     swap_added_token_ids,
@@ -101,3 +102,19 @@ def test_llama_cpp_gives_its_own_reason_for_each_refused_file(smollm2_ggufs: dic
         "vocab.gguf": "llama.cpp cannot load this file: error loading model vocabulary: "
         "unknown pre-tokenizer type: 'smolxx'",
     }
+
+
+def test_an_rstrip_flag_on_a_special_token_is_caught_by_a_generated_probe(
+    smollm2_ggufs: dict[str, Path], smollm2_source: Path, tmp_path: Path
+) -> None:
+    edited = copy_tokenizer(smollm2_source, tmp_path / "src")
+    edit_json(
+        edited / "tokenizer.json",
+        lambda data: next(t for t in data["added_tokens"] if t["content"] == "<|im_end|>").__setitem__("rstrip", True),
+    )
+    result = tokenizer_parity(smollm2_ggufs["Q8_0"], edited, demo_recipe())
+    assert not result.passed and result.special_mismatches == 0
+    assert result.first_mismatch is not None
+    assert result.first_mismatch.startswith(
+        "2 of 121 probes differ; first: probe 'special token <|im_end|> between spaces', token 2: "
+    ), result.first_mismatch

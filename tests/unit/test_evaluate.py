@@ -285,3 +285,18 @@ def touch_fresh_pages(size: int) -> mmap.mmap:
     for offset in range(0, size, mmap.PAGESIZE):
         block[offset] = 1
     return block
+
+
+def test_generated_probes_put_each_special_token_in_five_places_and_text_in_four_normal_forms() -> None:
+    import unicodedata
+
+    from publisher.evaluation.parity import CHARACTER_CLASSES, NORMALIZATION_SAMPLE, generated_probes
+
+    probes = {p.name: p.text for p in generated_probes(["<a>", "<b>"])}
+    assert probes["special token <a> doubled"] == "<a><a>"
+    assert probes["special token <b> glued to words"] == "word<b>word"
+    assert probes["special token <a> between spaces"] == "a <a> b"
+    assert probes["special token <a> between newlines"] == "a\n<a>\nb"
+    forms = [probes[f"Unicode {form}"] for form in ("NFC", "NFD", "NFKC", "NFKD")]
+    assert len(set(forms)) == 4 and forms[1] == unicodedata.normalize("NFD", NORMALIZATION_SAMPLE)
+    assert len(probes) == 2 * 5 + 1 + 4 + len(CHARACTER_CLASSES)
