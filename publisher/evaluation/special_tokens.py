@@ -38,7 +38,7 @@ class SourceSpecials:
 
     roles: dict[str, int | None]
     added: dict[int, tuple[str, bool]]  # id -> (text, special)
-    ids: dict[str, int]  # text -> id, for the texts the comparison looks up
+    ids: dict[str, int]  # text -> id over the whole vocabulary
     before: tuple[int, ...]
     after: tuple[int, ...]
     texts: dict[int, str]  # id -> text of every id named above

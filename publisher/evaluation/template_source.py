@@ -85,7 +85,7 @@ def compare_template_source(gguf_template: str | None, source_dir: Path) -> Temp
     """Whether the GGUF's chat template is the one transformers uses for ``source_dir``."""
     templates = source_templates(source_dir)
     used = transformers_template(source_dir)
-    if used is None and templates:  # transformers unavailable: its usual first choice
+    if used is None and templates:  # transformers unavailable: its precedence (chat_template.jinja first, as 5.x)
         label = next(iter(sorted(templates, key=lambda k: k != "chat_template.jinja")))
         used = templates[label]
     source_file = _label(used, templates, "transformers' own default")
