@@ -114,6 +114,20 @@ def _added(tokens: tuple[int, ...], text_of: dict[int, str]) -> str:
     return " ".join(f"{text_of.get(t, '?')!r} ({t})" for t in tokens) if tokens else "nothing"
 
 
+def _gguf_unk(llm: Any, voc: Any, n_vocab: int) -> int | None:
+    """The GGUF's unknown token: its metadata key, else the token typed unknown (SentencePiece vocabularies).
+
+    llama.h has no getter for it.
+    """
+    import llama_cpp
+
+    unk = llm.metadata.get(UNK_KEY)
+    if unk is not None:
+        return int(unk) if int(unk) >= 0 else None
+    unknown = llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+    return next((t for t in range(n_vocab) if llama_cpp.llama_vocab_get_attr(voc, t) & unknown), None)
+
+
 def compare_specials(llm: Any, source: SourceSpecials) -> SpecialsReport:
     """Compare a loaded GGUF's special tokens and BOS/EOS behaviour with the source's."""
     import llama_cpp
@@ -131,8 +145,7 @@ def compare_specials(llm: Any, source: SourceSpecials) -> SpecialsReport:
         "pad": llama_cpp.llama_vocab_pad,
     }
     gguf_roles = {role: (None if (t := int(get(voc))) < 0 else t) for role, get in getters.items()}
-    unk = llm.metadata.get(UNK_KEY)  # llama.h has no getter for it; llama.cpp reads this key
-    gguf_roles["unk"] = int(unk) if unk is not None and int(unk) >= 0 else None
+    gguf_roles["unk"] = _gguf_unk(llm, voc, n_vocab)
     differences: list[str] = []
     compared = 0
 
@@ -162,7 +175,9 @@ def compare_specials(llm: Any, source: SourceSpecials) -> SpecialsReport:
         if text(token) != content and token_piece(llm, token) != content:
             differences.append(f"added token {content!r}: {SOURCE} id {token}, the GGUF has {text(token)!r} there")
             continue
-        control = bool(llama_cpp.llama_vocab_get_attr(voc, token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
+        # the converter makes special tokens control tokens, SentencePiece's <unk> keeps its own kind
+        kinds_of_special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        control = bool(llama_cpp.llama_vocab_get_attr(voc, token) & kinds_of_special)
         if special != control:
             kinds = "special" if special else "not special", "not a control token" if special else "a control token"
             differences.append(f"added token {content!r} ({token}): {kinds[0]} in {SOURCE}, {kinds[1]} in the GGUF")
