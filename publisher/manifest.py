@@ -63,6 +63,10 @@ class TokenizerResult(Record):
     probes: int
     mismatches: int
     vocab_mismatches: int | None = Field(None, description="Vocabulary entries whose text differs from the source's")
+    special_tokens: int | None = Field(
+        None, description="Special-token ids, added tokens and BOS/EOS behaviours compared with transformers'"
+    )
+    special_mismatches: int | None = Field(None, description="How many of those differ")
     first_mismatch: str | None = None
 
 
@@ -72,6 +76,10 @@ class TemplateResult(Record):
     checked: bool
     matches: bool | None = None
     difference: str | None = None
+    source_file: str | None = Field(None, description="The source file whose chat template transformers uses")
+    gguf_source: str | None = Field(None, description="The source file whose chat template the GGUF carries")
+    source_matches: bool | None = Field(None, description="Whether the GGUF carries the template transformers uses")
+    source_difference: str | None = None
 
 
 class QualityResult(Record):
@@ -98,6 +106,7 @@ class Artifact(Record):
     tokenizer: TokenizerResult | None = None
     template: TemplateResult | None = None
     quality: QualityResult | None = None
+    quality_unavailable: str | None = Field(None, description="Why quality was not measured (the reference failed)")
     shards: list[str] = Field(default_factory=list, description="Shards, when the file is too large for one upload")
 
 

@@ -1,8 +1,10 @@
-"""Loading GGUF files with llama-cpp-python: quiet, with llama.cpp's own reason when it fails.
+"""llama.cpp in-process: one capture of its log, and loading GGUF files with llama.cpp's own reason.
 
-llama-cpp-python sends llama.cpp's log to /dev/null when ``verbose=False``, which also throws
-away the one line that says why a file did not load. ``open_model`` captures the log while it
-loads and puts the last error line into a one-line :class:`SmokeTestError`.
+llama.cpp logs through one process-wide callback (``llama_log_set``). llama-cpp-python sends it to
+/dev/null when ``verbose=False``, which also throws away the line that says why a file did not
+load. :func:`llama_log` routes that callback into a :class:`LlamaLog` for the duration of a block,
+under one lock, for every caller in publisher (loading here, quantizing in the quantize stage).
+:func:`open_model` puts llama.cpp's own last error into a one-line :class:`ModelLoadError`.
 """
 
 from __future__ import annotations
@@ -10,71 +12,132 @@ from __future__ import annotations
 import ctypes
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from publisher.errors import SmokeTestError
 
-_GGML_LOG_ERROR = 3
-_GGML_LOG_CONT = 5
+# ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT (a continuation of the previous message)
+GGML_LOG_LEVEL_WARN = 3
+GGML_LOG_LEVEL_ERROR = 4
+GGML_LOG_LEVEL_CONT = 5
+# llama.cpp's loader reports a refused file as "llama_model_load: error loading model: <reason>"
+_LOADER_ERROR = re.compile(r"error loading model: ")
+_FUNCTION_PREFIX = re.compile(r"^\w+: ")
+# lines that only say that loading failed, not why
+_GENERIC = re.compile(r"failed to load model|failed to read tensor data")
 _log_lock = threading.Lock()
 
 
+class ModelLoadError(SmokeTestError):
+    """llama.cpp refused to load a GGUF file; ``detail`` is the message without the file's path."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"{path}: {detail}")
+
+
+@dataclass
+class LlamaLog:
+    """llama.cpp's log lines, each with its level (continuations attached to the message they continue)."""
+
+    lines: list[tuple[int, str]] = field(default_factory=list)
+    on_line: Callable[[str], None] | None = None
+    _level: int = 0
+    _partial: str = ""
+
+    def feed(self, level: int, text: str) -> None:
+        """Take one callback's text; llama.cpp may split one line over several calls."""
+        if level != GGML_LOG_LEVEL_CONT:
+            self._level = level
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        for line in complete:
+            self._add(line)
+
+    def close(self) -> None:
+        """Keep a last line that did not end in a newline."""
+        if self._partial:
+            self._add(self._partial)
+            self._partial = ""
+
+    def _add(self, line: str) -> None:
+        self.lines.append((self._level, line))
+        if self.on_line is not None:
+            self.on_line(line)
+
+    def text(self) -> list[str]:
+        """Every line, whatever its level."""
+        return [line for _, line in self.lines]
+
+    def errors(self) -> list[str]:
+        """Non-empty lines llama.cpp logged as errors (or warnings, where some loaders report refusals)."""
+        return [line.strip() for level, line in self.lines if level >= GGML_LOG_LEVEL_WARN and line.strip()]
+
+    def last_error(self) -> str | None:
+        """llama.cpp's own reason for a failure, without the function-name prefix; None if it said nothing.
+
+        The loader's "error loading model: <reason>" line is the most specific, unless it only says
+        the load failed; then the first error that says more is the cause.
+        """
+        errors = self.errors()
+        loader = [_LOADER_ERROR.split(line, maxsplit=1)[-1].strip() for line in errors if _LOADER_ERROR.search(line)]
+        telling = [r for r in loader if not _GENERIC.search(r)] + [e for e in errors if not _GENERIC.search(e)]
+        found = telling[0] if telling else errors[-1] if errors else None
+        return " ".join(_FUNCTION_PREFIX.sub("", found).split()) if found is not None else None
+
+
 @contextmanager
-def _captured_llama_log() -> Iterator[list[str]]:
-    """Route llama.cpp's log into a list for the duration of the block (nothing reaches stderr)."""
+def llama_log(on_line: Callable[[str], None] | None = None) -> Iterator[LlamaLog]:
+    """Route llama.cpp's log (every level) into a :class:`LlamaLog` for the block; nothing reaches stderr.
+
+    The callback is process-wide, so blocks are serialized by one lock; llama-cpp-python's own
+    logger is restored after. ``on_line`` sees each complete line as it arrives (progress bars).
+    """
     import llama_cpp
     import llama_cpp._logger as llama_logger
 
-    lines: list[str] = []
-    last_level = [0]
+    log = LlamaLog(on_line=on_line)
 
     @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
     def collect(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        level = last_level[0] if level == _GGML_LOG_CONT else level
-        last_level[0] = level
-        if level == _GGML_LOG_ERROR:
-            lines.append(text.decode("utf-8", errors="replace"))
+        log.feed(int(level), text.decode("utf-8", errors="replace"))
 
     with _log_lock:
         llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
         try:
-            yield lines
+            yield log
         finally:
             llama_cpp.llama_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
-
-
-def _reason(log_lines: list[str], err: Exception) -> str:
-    text = "".join(log_lines)
-    errors = [line.strip() for line in text.splitlines() if line.strip()]
-    # the most specific line is usually the first "error loading model" one
-    for line in errors:
-        if "error loading model" in line:
-            return re.sub(r"^\w+: ", "", line)
-    if errors:
-        return re.sub(r"^\w+: ", "", errors[-1])
-    return str(err)
+            log.close()
 
 
 def open_model(gguf: Path, **kwargs: Any) -> Any:
     """``llama_cpp.Llama(gguf, verbose=False, **kwargs)``; a file that does not load is a one-line error.
 
-    Close the returned object (``contextlib.closing``) to free the model deterministically.
+    The error carries llama.cpp's own reason ("data is not within the file bounds", "...has wrong
+    shape..."); the generic hint only when llama.cpp said nothing. Close the returned object
+    (``contextlib.closing``) to free the model deterministically.
     """
     import llama_cpp
 
     if not gguf.is_file():
-        raise SmokeTestError(f"{gguf}: no such GGUF file; rebuild it (publisher build --force quantize)")
-    with _captured_llama_log() as log_lines:
+        raise ModelLoadError(gguf, "no such GGUF file; rebuild it (publisher build --force quantize)")
+    with llama_log() as log:
         try:
             return llama_cpp.Llama(model_path=str(gguf), verbose=False, **kwargs)
         except (ValueError, RuntimeError, OSError) as err:
-            reason = _reason(log_lines, err)
-    raise SmokeTestError(
-        f"{gguf}: llama.cpp cannot load this GGUF ({reason}); the file may be truncated or corrupt, "
-        "or made for a newer llama.cpp: rebuild it or upgrade llama-cpp-python"
+            failure = str(err)
+    reason = log.last_error()
+    if reason is not None:
+        raise ModelLoadError(gguf, f"llama.cpp cannot load this file: {reason}")
+    raise ModelLoadError(
+        gguf,
+        f"llama.cpp cannot load this file and gave no reason ({failure}); it may be truncated "
+        "or made for a newer llama.cpp: rebuild it or upgrade llama-cpp-python",
     )
 
 

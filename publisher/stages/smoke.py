@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from publisher.errors import ManifestError, PublisherError
 from publisher.manifest import Artifact, fingerprint
@@ -24,6 +26,7 @@ from publisher.stages import BuildContext, Stage, register
 QUALITY_DIR = "quality"
 LOGITS_KEY = "smoke/reference-logits"
 STEPS = 4  # tokenizer, template, prompts, quality
+T = TypeVar("T")
 
 
 def work_key(quant_type: str) -> str:
@@ -131,9 +134,13 @@ class SmokeStage(Stage):
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=ctx.console, transient=True) as progress:
-            logits = self._reference_logits(ctx, progress, forced)
+            unavailable: str | None = None
+            try:
+                logits = self._reference_logits(ctx, progress, forced)
+            except PublisherError as err:  # every file is still tried; quality is marked unavailable
+                logits, unavailable = None, f"the reference's logits could not be computed ({err})"
             for artifact in todo:
-                self._check(ctx, artifact, logits, progress)
+                self._check(ctx, artifact, logits, unavailable, progress)
 
     def _reference_logits(self, ctx: BuildContext, progress: Progress, forced: bool) -> Path | None:
         """Compute the reference logits once; reuse them while the reference and settings are unchanged."""
@@ -161,8 +168,11 @@ class SmokeStage(Stage):
         ctx.record(LOGITS_KEY, fp, [out], time.perf_counter() - started)
         return out
 
-    def _check(self, ctx: BuildContext, artifact: Artifact, logits: Path | None, progress: Progress) -> None:
+    def _check(
+        self, ctx: BuildContext, artifact: Artifact, logits: Path | None, unavailable: str | None, progress: Progress
+    ) -> None:
         from publisher import evaluation
+        from publisher.evaluation import ModelLoadError
 
         started = time.perf_counter()
         key = work_key(artifact.quant_type)
@@ -172,59 +182,65 @@ class SmokeStage(Stage):
         source = ctx.manifest.source
         task = progress.add_task(f"smoke {artifact.quant_type}", total=STEPS, step="")
         problems: list[str] = []
-        updates: dict[str, object] = {"smoke": None, "tokenizer": None, "template": None, "quality": None}
+        updates: dict[str, object] = {
+            "smoke": None,
+            "tokenizer": None,
+            "template": None,
+            "quality": None,
+            "quality_unavailable": None,
+        }
+        cannot_load: list[str] = []  # llama.cpp's refusal, reported once: the later steps would only repeat it
 
-        def step(name: str, task_: TaskID = task) -> None:
-            progress.update(task_, step=name)
+        def attempt(name: str, check: Callable[[], T]) -> T | None:
+            progress.update(task, step=name)
+            if cannot_load:
+                return None
+            try:
+                return check()
+            except ModelLoadError as err:
+                cannot_load.append(err.detail)
+                problems.append(err.detail)
+            except PublisherError as err:
+                problems.append(f"{name}: {err}")
+            finally:
+                progress.advance(task)
+            return None
 
         if recipe.smoke.tokenizer_parity and source is not None:
-            step("tokenizer parity")
-            try:
-                tok = evaluation.tokenizer_parity(gguf, Path(source.path), recipe)
-                updates["tokenizer"] = tok
-                if not tok.passed:
-                    detail = tok.first_mismatch or f"{tok.mismatches} of {tok.probes} probes differ"
-                    problems.append(f"tokenizer parity: {detail}")
-            except PublisherError as err:
-                problems.append(f"tokenizer parity: {err}")
-        progress.advance(task)
+            tok = attempt("tokenizer parity", lambda: evaluation.tokenizer_parity(gguf, Path(source.path), recipe))
+            updates["tokenizer"] = tok
+            if tok is not None and not tok.passed:
+                detail = tok.first_mismatch or f"{tok.mismatches} of {tok.probes} probes differ"
+                problems.append(f"tokenizer parity: {detail}")
 
-        step("template parity")
-        try:
-            template = evaluation.template_parity(gguf, recipe)
-            updates["template"] = template
-            if template.checked and template.matches is False:
-                ctx.console.print(
-                    f"[yellow]note:[/yellow] {escape(artifact.path)}: the GGUF's chat template renders differently "
-                    f"from the recipe's prompt template ({escape(template.difference or 'no detail')})",
-                    highlight=False,
-                )
-        except PublisherError as err:
-            problems.append(f"template parity: {err}")
-        progress.advance(task)
+        source_dir = Path(source.path) if source is not None else None
+        template = attempt("template parity", lambda: evaluation.template_parity(gguf, recipe, source_dir))
+        updates["template"] = template
+        if template is not None and template.source_matches is False:
+            problems.append(f"chat template: {template.source_difference}")
+        if template is not None and template.checked and template.matches is False:
+            ctx.console.print(
+                f"[yellow]note:[/yellow] {escape(artifact.path)}: the GGUF's chat template renders differently "
+                f"from the recipe's prompt template ({escape(template.difference or 'no detail')})",
+                highlight=False,
+            )
 
-        step("prompts")
-        try:
-            smoke = evaluation.smoke_test(gguf, recipe, artifact.quant_type)
-            updates["smoke"] = smoke
-            if not smoke.passed:
-                found = [p for a in smoke.answers for p in a.problems]
-                problems.extend(f"smoke: {p}" for p in found or ["the smoke test failed"])
-        except PublisherError as err:
-            problems.append(f"smoke: {err}")
-        progress.advance(task)
+        smoke = attempt("prompts", lambda: evaluation.smoke_test(gguf, recipe, artifact.quant_type))
+        updates["smoke"] = smoke
+        if smoke is not None and not smoke.passed:
+            found = [p for a in smoke.answers for p in a.problems]
+            problems.extend(f"smoke: {p}" for p in found or ["the smoke test failed"])
 
+        ref_type = ctx.manifest.reference.quant_type if ctx.manifest.reference is not None else None
         if logits is not None:
-            step("quality")
-            ref_type = ctx.manifest.reference.quant_type if ctx.manifest.reference is not None else None
-            try:
-                if artifact.quant_type == ref_type:  # its logits are the yardstick: no second evaluation
-                    updates["quality"] = evaluation.reference_quality(logits, recipe)
-                else:
-                    updates["quality"] = evaluation.measure_quality(gguf, logits, recipe)
-            except PublisherError as err:
-                problems.append(f"quality: {err}")
-        progress.advance(task)
+            if artifact.quant_type == ref_type:  # its logits are the yardstick: no second evaluation
+                updates["quality"] = attempt("quality", lambda: evaluation.reference_quality(logits, recipe))
+            else:
+                updates["quality"] = attempt("quality", lambda: evaluation.measure_quality(gguf, logits, recipe))
+        elif unavailable is not None:
+            updates["quality_unavailable"] = unavailable
+            if artifact.quant_type == ref_type and not cannot_load:
+                problems.append(f"quality: {unavailable}")
         progress.remove_task(task)
 
         updates["status"] = "failed" if problems else "passed"
@@ -246,6 +262,8 @@ def _summary(artifact: Artifact, seconds: float) -> str:
         parts.append(f"PPL {artifact.quality.perplexity:.2f}")
         if artifact.quality.kl_divergence is not None:
             parts.append(f"KLD {artifact.quality.kl_divergence:.4f}")
+    elif artifact.quality_unavailable:
+        parts.append(f"quality unavailable: {escape(artifact.quality_unavailable)}")
     if artifact.failure:
         parts.append(escape(artifact.failure))
     return ", ".join(parts) + f" ({seconds:.1f}s)"

