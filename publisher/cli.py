@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from publisher import __version__
+from publisher import __version__, interrupts
 from publisher.errors import PublisherError
 from publisher.manifest import DISK_FULL, disk_full_error, write_text_atomic
 from publisher.recipe import Recipe, load_recipe, recipe_json_schema
@@ -334,6 +334,7 @@ def summary(
 
 def main() -> None:
     """Console entry point: run the app, turning known errors into one line and exit code 1."""
+    interrupts.install()
     try:
         # Standalone mode: typer itself reports usage errors (exit 2) and interrupts (exit 130);
         # exceptions raised by commands still reach us.

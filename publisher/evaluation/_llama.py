@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from publisher import interrupts
 from publisher.errors import SmokeTestError
 
 # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT (a continuation of the previous message)
@@ -98,11 +99,11 @@ def llama_log(on_line: Callable[[str], None] | None = None) -> Iterator[LlamaLog
     logger is restored after. ``on_line`` sees each complete line as it arrives (progress bars).
     """
     import llama_cpp
-    import llama_cpp._logger as llama_logger
 
     log = LlamaLog(on_line=on_line)
 
     @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    @interrupts.callback
     def collect(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
         log.feed(int(level), text.decode("utf-8", errors="replace"))
 
@@ -111,8 +112,30 @@ def llama_log(on_line: Callable[[str], None] | None = None) -> Iterator[LlamaLog
         try:
             yield log
         finally:
-            llama_cpp.llama_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
+            llama_cpp.llama_log_set(_quiet_callback(), ctypes.c_void_p(0))
             log.close()
+
+
+_quiet: list[Any] = []
+
+
+def _quiet_callback() -> Any:
+    """The callback outside capture blocks: drops llama.cpp's chatter (errors are read where they matter).
+
+    It replaces llama-cpp-python's own logger, which is Python called from C like ours and would
+    swallow a Ctrl-C (see ``publisher.interrupts``); kept alive here, since llama.cpp holds only a pointer.
+    """
+    import llama_cpp
+
+    if not _quiet:
+
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+        @interrupts.callback
+        def drop(_level: int, _text: bytes, _user_data: ctypes.c_void_p) -> None:
+            return None
+
+        _quiet.append(drop)
+    return _quiet[0]
 
 
 def open_model(gguf: Path, **kwargs: Any) -> Any:
