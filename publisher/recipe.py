@@ -21,8 +21,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -79,6 +81,31 @@ def _quant_name(value: Any) -> Any:
 
 
 QuantName = Annotated[str, BeforeValidator(_quant_name)]
+
+
+def _artifact_name(value: Any) -> Any:
+    """A catalogue name in its canonical spelling, or a variant's name as written (checked against quantize.types)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return quants.lookup(value).name
+    except quants.UnknownQuantType:
+        if limits.name_problem(value) is None:
+            return value
+        raise
+
+
+ArtifactName = Annotated[str, BeforeValidator(_artifact_name)]
+
+
+def _tensor_type_name(value: Any) -> Any:
+    if isinstance(value, str):
+        quants.tensor_type(value)
+        return value.strip().upper()
+    return value
+
+
+TensorTypeName = Annotated[str, BeforeValidator(_tensor_type_name)]
 
 
 class Source(StrictModel):
@@ -186,21 +213,73 @@ class Convert(StrictModel):
     outtype: Literal["f16", "bf16", "f32", "q8_0"] = "f16"
 
 
-class Quantize(StrictModel):
-    """Which llama.cpp quant types to make from the reference GGUF."""
+class QuantVariant(StrictModel):
+    """A quant type with some tensors at other types, published under its own name (e.g. Q4_K_L)."""
 
-    types: list[QuantName] = Field(min_length=1, description="llama.cpp quant types, e.g. Q4_K_M")
+    name: str = Field(description="Name in file names and the card, e.g. Q4_K_L")
+    type: QuantName = Field(description="The llama.cpp quant type it starts from, e.g. Q4_K_M")
+    token_embd: TensorTypeName | None = Field(None, description="ggml type of the token embedding, e.g. Q8_0")
+    output: TensorTypeName | None = Field(None, description="ggml type of the output tensor, e.g. Q8_0")
+    tensor_types: dict[str, TensorTypeName] = Field(
+        default_factory=dict,
+        description="Regular expression on tensor names -> ggml type, as llama-quantize --tensor-type",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _own_name(cls, value: str) -> str:
+        if problem := limits.name_problem(value):
+            raise ValueError(f"{value!r} is not a file name part: {problem}")
+        key = value.upper()
+        if key in quants.CATALOGUE or key in quants.ALIASES:
+            raise ValueError(f"{value!r} is llama.cpp's own type; give the variant a name of its own, e.g. {key}_L")
+        return value
+
+    @field_validator("tensor_types")
+    @classmethod
+    def _patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise FieldProblem(f"{pattern!r} is not a valid regular expression ({err})", (pattern,)) from None
+        return value
+
+    @property
+    def is_plain(self) -> bool:
+        """True for a catalogue type with no overrides (a plain name in the recipe)."""
+        return self.name == self.type and not (self.token_embd or self.output or self.tensor_types)
+
+
+def _entry_kind(value: Any) -> str:
+    return "quant-variant" if isinstance(value, dict | QuantVariant) else "quant-name"
+
+
+# A plain name (IQ3_M) or a variant mapping; the tags keep pydantic's errors on the right branch.
+QuantEntry = Annotated[
+    Annotated[QuantName, Tag("quant-name")] | Annotated[QuantVariant, Tag("quant-variant")],
+    Discriminator(_entry_kind),
+]
+
+
+class Quantize(StrictModel):
+    """Which llama.cpp quant types (and variants of them) to make from the reference GGUF."""
+
+    types: list[QuantEntry] = Field(
+        min_length=1, description="llama.cpp quant types, e.g. Q4_K_M, or variants {name, type, token_embd, ...}"
+    )
     threads: limits.Threads | None = Field(None, description="Quantizer threads; 0 or unset: all cores")
     basename: str | None = Field(None, description="File name stem; default from model.name, e.g. causallm_14b")
 
     @field_validator("types")
     @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
+    def _unique(cls, value: list[str | QuantVariant]) -> list[str | QuantVariant]:
         seen: dict[str, int] = {}
-        for index, name in enumerate(value):
-            if name in seen:
-                raise FieldProblem(f"{name} is listed twice (also at types[{seen[name]}])", (index,))
-            seen[name] = index
+        for index, entry in enumerate(value):
+            name = entry.name if isinstance(entry, QuantVariant) else entry
+            if name.upper() in seen:
+                raise FieldProblem(f"{name} is listed twice (also at types[{seen[name.upper()]}])", (index,))
+            seen[name.upper()] = index
         return value
 
     @field_validator("basename")
@@ -210,6 +289,42 @@ class Quantize(StrictModel):
             raise ValueError(f"{value!r} is not a file name stem: {problem}")
         return value
 
+    @property
+    def names(self) -> list[str]:
+        """The artifact names in recipe order: catalogue names and variant names."""
+        return [entry.name if isinstance(entry, QuantVariant) else entry for entry in self.types]
+
+    def variant(self, name: str) -> QuantVariant:
+        """The entry called ``name``; a plain type comes back as a variant without overrides."""
+        for entry in self.types:
+            if isinstance(entry, QuantVariant) and entry.name == name:
+                return entry
+            if entry == name:
+                return QuantVariant.model_construct(name=name, type=name, tensor_types={})
+        raise KeyError(name)
+
+
+class Imatrix(StrictModel):
+    """The importance matrix: computed by llama.cpp's llama-imatrix from a calibration text, or an existing file."""
+
+    text: str | None = Field(
+        None, description="Calibration text file, relative to the recipe; default: the one shipped with publisher"
+    )
+    chat_template: bool = Field(
+        False, description="Render the text's paragraphs as chat turns through model.prompt_template first"
+    )
+    chunks: int = Field(64, gt=0, description="At most this many chunks of context_length tokens")
+    context_length: int = Field(512, ge=32, description="Tokens per chunk")
+    gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1 for all")
+    threads: int | None = Field(None, gt=0, description="Threads; default: all cores")
+    file: str | None = Field(None, description="An existing imatrix GGUF to use instead of computing one")
+
+    @model_validator(mode="after")
+    def _file_or_text(self) -> Imatrix:
+        if self.file is not None and (self.text is not None or self.chat_template):
+            raise FieldProblem("give either file (an existing imatrix) or text to compute one, not both", ("file",))
+        return self
+
 
 class Expectation(StrictModel):
     """A check on a smoke answer. Required ones fail the artifact; advisory ones are reported."""
@@ -217,7 +332,7 @@ class Expectation(StrictModel):
     contains: StrList = Field(default_factory=list, description="Each must appear (case-insensitive)")
     not_contains: StrList = Field(default_factory=list, description="None may appear (case-insensitive)")
     required: bool = True
-    types: list[QuantName] | None = Field(None, description="Quant types it applies to; default: all")
+    types: list[ArtifactName] | None = Field(None, description="Quant types or variants it applies to; default: all")
 
     @model_validator(mode="after")
     def _says_something(self) -> Expectation:
@@ -330,7 +445,7 @@ class Branch(StrictModel):
     """A branch of the published repo and the artifacts it carries."""
 
     name: str
-    types: list[QuantName] = Field(min_length=1)
+    types: list[ArtifactName] = Field(min_length=1)
     description: str = ""
 
     @field_validator("name")
@@ -370,6 +485,7 @@ class Recipe(StrictModel):
     source: Source
     model: Model
     convert: Convert = Field(default_factory=Convert)
+    imatrix: Imatrix | None = Field(None, description="Importance matrix for the quantizer; required by IQ1-IQ3_XS")
     quantize: Quantize
     smoke: Smoke = Field(default_factory=Smoke)
     card: Card
@@ -387,8 +503,9 @@ class Recipe(StrictModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
-        built = set(self.quantize.types)
-        where: tuple[int | str, ...]
+        built = set(self.quantize.names)
+        if self.imatrix is None:
+            _needs_no_imatrix(self.quantize.types)
         if self.quantize.basename is None and (
             problem := limits.name_problem(self.basename, limits.MAX_BASENAME_BYTES)
         ):
@@ -405,15 +522,13 @@ class Recipe(StrictModel):
         for b, branch in enumerate(self.publish.branches):
             for t, name in enumerate(branch.types):
                 if name not in built:
-                    where = ("publish", "branches", b, "types", t)
-                    raise FieldProblem(f"{name} is not built: add it to quantize.types or drop it here", where)
+                    raise FieldProblem(_not_built(name), ("publish", "branches", b, "types", t))
         for p, prompt in enumerate(self.smoke.prompts):
             # the expect_contains shorthand never names types, so indexes into prompt.expect suffice
             for e, expectation in enumerate(prompt.expect):
                 for t, name in enumerate(expectation.types or []):
                     if name not in built:
-                        where = ("smoke", "prompts", p, "expect", e, "types", t)
-                        raise FieldProblem(f"{name} is not built: add it to quantize.types or drop it here", where)
+                        raise FieldProblem(_not_built(name), ("smoke", "prompts", p, "expect", e, "types", t))
         return self
 
     @property
@@ -447,6 +562,16 @@ class Recipe(StrictModel):
             path = self._path.parent / path
         return path
 
+    def where(self, *loc: int | str) -> str:
+        """``file:LINE: dotted.field`` for a recipe value, for errors found after loading (at build time)."""
+        if self._path is None:
+            return _dotted(loc)
+        try:
+            root = _compose(self._path, _read_text(self._path))
+        except RecipeError:
+            return f"{self._path}: {_dotted(loc)}"
+        return f"{self._path}:{_locate(root, loc)}: {_dotted(loc)}"
+
     def source_dir(self) -> Path | None:
         """The local source folder, if the recipe names one."""
         return self.resolve_path(self.source.path) if self.source.path else None
@@ -458,6 +583,38 @@ class Recipe(StrictModel):
     def fingerprint(self) -> str:
         """sha256 of the validated recipe content (not of its formatting)."""
         return hashlib.sha256(dump_recipe(self).encode()).hexdigest()
+
+
+def _not_built(name: str) -> str:
+    """Why a name listed outside quantize.types is wrong: a typo of a type, or a type not built."""
+    try:
+        quants.lookup(name)
+    except quants.UnknownQuantType as err:
+        return str(err)
+    return f"{name} is not built: add it to quantize.types or drop it here"
+
+
+_IMATRIX_FIX = "add an imatrix section (imatrix: {} computes one from the shipped calibration text)"
+
+
+def _needs_no_imatrix(entries: list[str | QuantVariant]) -> None:
+    """Refuse the types and tensor types llama.cpp will not write without an importance matrix."""
+    for index, entry in enumerate(entries):
+        variant = entry if isinstance(entry, QuantVariant) else None
+        base = quants.CATALOGUE[variant.type if variant else str(entry)]
+        if base.needs_imatrix:
+            where: tuple[int | str, ...] = ("quantize", "types", index) + (("type",) if variant else ())
+            raise FieldProblem(
+                f"{base.name} needs an importance matrix: {_IMATRIX_FIX}, or choose a type that does not, "
+                "such as Q4_K_M or IQ4_XS",
+                where,
+            )
+        for pattern, kind in (variant.tensor_types if variant else {}).items():
+            if kind in quants.IMATRIX_TENSOR_TYPES:
+                raise FieldProblem(
+                    f"tensor type {kind} needs an importance matrix: {_IMATRIX_FIX}, or pick another type",
+                    ("quantize", "types", index, "tensor_types", pattern),
+                )
 
 
 def slug(text: str, sep: str) -> str:
@@ -684,9 +841,14 @@ def _message(error: Any, loc: tuple[int | str, ...]) -> str:
 _PYDANTIC_TAG = re.compile(r"^[a-z][a-z-]*\[.*\]$")
 
 
+_UNION_TAGS = {"quant-name", "quant-variant"}
+
+
 def _strip_model_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     # pydantic may insert validator or union tags such as 'function-before[_quant_name(), str]'
-    return tuple(p for p in loc if not (isinstance(p, str) and _PYDANTIC_TAG.match(p) and "(" in p))
+    return tuple(
+        p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or (_PYDANTIC_TAG.match(p) and "(" in p)))
+    )
 
 
 def _format_errors(path: Path, root: yaml.Node, err: ValidationError) -> list[str]:

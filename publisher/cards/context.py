@@ -14,6 +14,7 @@ from typing import Any
 from publisher import prompts, quants
 from publisher.cards import rows
 from publisher.cards.frontmatter import strip_frontmatter
+from publisher.cards.imatrix import imatrix_context
 from publisher.cards.text import code_fence
 from publisher.manifest import Manifest, SourceRecord
 from publisher.recipe import Recipe
@@ -82,9 +83,7 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
     example_prompt = recipe.smoke.prompts[0].prompt if recipe.smoke.prompts else EXAMPLE_PROMPT
     filled = template_text.format(system_message=model.system_message, prompt=example_prompt)
     original_repo = (model.base_model[0] if model.base_model else None) or recipe.source.repo
-    methods_used = sorted(
-        {quants.CATALOGUE[f.quant_type].method for f in files if f.quant_type in quants.CATALOGUE} - {""}
-    )
+    methods_used = sorted({quants.CATALOGUE[f.method].method for f in files if f.method in quants.CATALOGUE} - {""})
     # Versions only: the CPU feature list is for the manifest, not for readers.
     tools = {k: v for k, v in (manifest.tools if manifest else {}).items() if "system info" not in k}
     related = [r.model_dump() for r in recipe.card.related]
@@ -137,4 +136,5 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         "gpu_layers": arch.n_layers if arch else 99,
         "source_known": source is not None and source.facts is not None,
         "original_card": _original_card(recipe, source),
+        **imatrix_context(recipe, manifest),
     }

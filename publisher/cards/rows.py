@@ -105,12 +105,12 @@ def measured_rows(recipe: Recipe, manifest: Manifest, kv_bytes: int | None) -> l
                 name=parts[0],
                 url=_file_url(recipe.publish.repo_id, branch, parts[0]),
                 quant_type=artifact.quant_type,
-                method=_method(artifact.quant_type),
+                method=_method(artifact.base_type or artifact.quant_type),
                 bits=f"{artifact.bits_per_weight:.2f}",
                 size=format_bytes(artifact.size_bytes),
                 size_bytes=artifact.size_bytes,
                 max_ram=_ram(artifact.size_bytes, kv_bytes),
-                use_case=_use_case(artifact.quant_type),
+                use_case=_use_case(artifact.base_type or artifact.quant_type),
                 branch=branch,
                 parts=parts,
             )
@@ -122,8 +122,8 @@ def estimated_rows(recipe: Recipe, parameters: int | None, kv_bytes: int | None)
     """One row per recipe type, sized from the parameter count and the type's nominal bits (marked ``~``)."""
     branch_of = _branch_of(recipe)
     rows = []
-    for quant_type in recipe.quantize.types:
-        entry = quants.CATALOGUE[quant_type]
+    for quant_type in recipe.quantize.names:
+        entry = quants.CATALOGUE[recipe.quantize.variant(quant_type).type]
         size = round(parameters * entry.nominal_bpw / 8) if parameters else None
         name = recipe.artifact_filename(quant_type)
         branch = branch_of.get(quant_type, "main")
@@ -132,7 +132,7 @@ def estimated_rows(recipe: Recipe, parameters: int | None, kv_bytes: int | None)
                 name=name,
                 url=_file_url(recipe.publish.repo_id, branch, name),
                 quant_type=quant_type,
-                method=_method(quant_type),
+                method=entry.name,
                 bits=f"~{entry.nominal_bpw:.2f}",
                 size=f"~{format_bytes(size)}" if size else "unknown",
                 size_bytes=size,

@@ -39,8 +39,8 @@ class BuildContext:
         save_manifest(self.build_dir, self.manifest)
 
     def selected_types(self) -> list[str]:
-        """The recipe's quant types, narrowed by ``--only``."""
-        types = self.recipe.quantize.types
+        """The recipe's artifact names (quant types and variants), narrowed by ``--only``."""
+        types = self.recipe.quantize.names
         return [t for t in types if self.only_types is None or t in self.only_types]
 
     def hash_file(self, path: Path) -> str:

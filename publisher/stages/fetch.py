@@ -52,14 +52,24 @@ class DiskPlan:
         return int(raw * DISK_MARGIN) + DISK_SLACK_BYTES if raw else 0
 
 
-def estimate(parameters: int, outtype: str, types: list[str], *, download: int = 0) -> DiskPlan:
-    """Estimate the bytes of the reference GGUF and each quant from the parameter count."""
+def estimate(
+    parameters: int, outtype: str, types: list[str], *, download: int = 0, variants: dict[str, str] | None = None
+) -> DiskPlan:
+    """Estimate the bytes of the reference GGUF and each quant from the parameter count.
+
+    ``variants`` maps a variant's name (Q4_K_L) to the catalogue type it starts from.
+    """
+    base = variants or {}
     return DiskPlan(
         download=download,
         reference=int(parameters * OUTTYPE_BYTES[outtype]),
         reference_type=outtype.upper(),
-        quants={t: int(parameters * quants.lookup(t).nominal_bpw / 8) for t in types},
+        quants={t: int(parameters * quants.lookup(base.get(t, t)).nominal_bpw / 8) for t in types},
     )
+
+
+def _variants(ctx: BuildContext) -> dict[str, str]:
+    return {name: ctx.recipe.quantize.variant(name).type for name in ctx.recipe.quantize.names}
 
 
 def free_bytes(where: Path) -> int:
@@ -97,7 +107,7 @@ def check_build_disk(ctx: BuildContext) -> None:
     recipe = ctx.recipe
     ref_exists = (ctx.build_dir / recipe.artifact_filename(recipe.convert.outtype.upper())).exists()
     missing = [t for t in ctx.selected_types() if not (ctx.build_dir / recipe.artifact_filename(t)).exists()]
-    plan = estimate(source.parameters, recipe.convert.outtype, missing)
+    plan = estimate(source.parameters, recipe.convert.outtype, missing, variants=_variants(ctx))
     if ref_exists:
         plan = DiskPlan(quants=plan.quants)
     check_disk(ctx.build_dir, plan)
@@ -169,7 +179,12 @@ def _download(ctx: BuildContext) -> tuple[Path, str | None]:
         to_get = sum(size for n, size in siblings.items() if n in names and have.get(n) != size)
         weights = sum(size for n, size in siblings.items() if n in names and n.endswith(".safetensors"))
         params = info.safetensors.total if info.safetensors else weights // 2
-        check_disk(ctx.build_dir, estimate(params, ctx.recipe.convert.outtype, ctx.selected_types(), download=to_get))
+        check_disk(
+            ctx.build_dir,
+            estimate(
+                params, ctx.recipe.convert.outtype, ctx.selected_types(), download=to_get, variants=_variants(ctx)
+            ),
+        )
         ctx.console.print(
             f"fetching {len(names)} files of {source.repo} at {info.sha} ({format_bytes(to_get, 'GB')} to download)"
         )

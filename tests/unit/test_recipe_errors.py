@@ -243,7 +243,58 @@ CASES = [
     Case(
         "imatrix-quant-type",
         replace("    - Q8_0\n", "    - Q8_0\n    - IQ2_XS\n"),
-        Q(r"r\.yaml:11: quantize\.types\[2\]: IQ2_XS needs an importance matrix \(llama-imatrix\).*Q4_K_M instead"),
+        "r.yaml:11: quantize.types[2]: IQ2_XS needs an importance matrix: add an imatrix section (imatrix: {} "
+        "computes one from the shipped calibration text), or choose a type that does not, such as Q4_K_M or IQ4_XS",
+    ),
+    Case(
+        "imatrix-variant-base",
+        replace("    - Q8_0\n", "    - Q8_0\n    - {name: IQ1_S_L, type: iq1_s, output: Q8_0}\n"),
+        Q(r"r\.yaml:11: quantize\.types\[2\]\.type: IQ1_S needs an importance matrix: add an imatrix section .*"),
+    ),
+    Case(
+        "imatrix-tensor-type",
+        replace(
+            "    - Q8_0\n",
+            "    - Q8_0\n    - name: Q4_K_X\n      type: Q4_K_M\n      tensor_types:\n        ffn_up: IQ2_S\n",
+        ),
+        Q(r"r\.yaml:14: quantize\.types\[2\]\.tensor_types\.ffn_up: tensor type IQ2_S needs an importance matrix.*"),
+    ),
+    Case(
+        "variant-unknown-tensor-type",
+        replace("    - Q8_0\n", "    - Q8_0\n    - name: Q4_K_L\n      type: Q4_K_M\n      token_embd: Q8_K_M\n"),
+        "r.yaml:13: quantize.types[2].token_embd: unknown tensor type 'Q8_K_M' (did you mean Q8_0?)",
+    ),
+    Case(
+        "variant-invalid-regex",
+        replace(
+            "    - Q8_0\n",
+            "    - Q8_0\n    - name: Q4_K_L\n      type: Q4_K_M\n      tensor_types: {'blk\\.[0-9+\\.ffn': Q8_0}\n",
+        ),
+        Q(
+            r"r\.yaml:13: quantize\.types\[2\]\.tensor_types\.blk\\\.\[0-9\+\\\.ffn: 'blk.*' is not a valid regular "
+            r"expression \(unterminated character set at position 5\)"
+        ),
+    ),
+    Case(
+        "variant-named-like-a-type",
+        replace("    - Q8_0\n", "    - Q8_0\n    - {name: q6_k, type: Q4_K_M, output: Q8_0}\n"),
+        "r.yaml:11: quantize.types[2].name: 'q6_k' is llama.cpp's own type; give the variant a name of its own, "
+        "e.g. Q6_K_L",
+    ),
+    Case(
+        "variant-missing-type",
+        replace("    - Q8_0\n", "    - Q8_0\n    - {name: Q4_K_L, output: Q8_0}\n"),
+        "r.yaml:11: quantize.types[2].type: required key is missing",
+    ),
+    Case(
+        "imatrix-unknown-key",
+        append("imatrix:\n  chunk: 10\n"),
+        "r.yaml:17: imatrix.chunk: unknown key (did you mean chunks?)",
+    ),
+    Case(
+        "imatrix-file-and-text",
+        append("imatrix:\n  text: cal.txt\n  file: old.imatrix.gguf\n"),
+        "r.yaml:18: imatrix.file: give either file (an existing imatrix) or text to compute one, not both",
     ),
     Case(
         "duplicate-quant-type",
