@@ -272,6 +272,9 @@ def check_files(recipe: Recipe) -> tuple[list[Finding], list[Finding]]:
     # finished build is still published and described after its source copy is gone.
     source = check(("source", "path"), recipe.source.path, "folder", optional=True)
     check(("smoke", "quality", "text"), recipe.smoke.quality.text, "file", MAX_TEXT_BYTES)
+    if recipe.imatrix is not None:
+        check(("imatrix", "text"), recipe.imatrix.text, "file", MAX_TEXT_BYTES)
+        check(("imatrix", "file"), recipe.imatrix.file, "file")
     partials = check(("card", "partials_dir"), recipe.card.partials_dir, "folder")
     if partials is not None and (problem := template_tree_problem(partials, str(recipe.card.partials_dir))):
         problems.append((("card", "partials_dir"), problem))
@@ -297,6 +300,8 @@ def context_lengths(recipe: Recipe) -> list[tuple[Loc, int, bool]]:
         (("smoke",), recipe.smoke),
         (("smoke", "quality"), recipe.smoke.quality),
     ]
+    if recipe.imatrix is not None:
+        sections.append((("imatrix",), recipe.imatrix))
     return [
         ((*at, "context_length"), section.context_length, "context_length" not in section.model_fields_set)
         for at, section in sections

@@ -6,7 +6,8 @@ still hash right; if so the stage is skipped, otherwise it runs and records its 
 work is keyed in ``manifest.stages`` as ``fetch``, ``convert``, ``quantize/<TYPE>``,
 ``smoke/<TYPE>`` and so on, so one quant type can be redone without touching the others.
 
-The runner knows no stage by name: stages declare their order (``after``), whether they can run
+The runner knows no stage by name: stages declare their order (``after``), whether they apply to a
+build at all (``applies``), whether they can run
 (``blocked_reason``) and what must hold once their work is current (``finish``). The helpers
 stages decide and record with are methods of ``BuildContext`` (``publisher.stages.context``).
 """
@@ -259,6 +260,8 @@ def execute(
         runs: list[StageRun] = []
         problems: list[str] = []
         for name in order:
+            if not get_stage(name).applies(ctx):
+                continue
             runs.append(_run_stage(ctx, name, selected))
             if name in selected:
                 problems.extend(get_stage(name).problems(ctx))

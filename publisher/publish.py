@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from publisher import __version__
+from publisher.cards.imatrix import published_files
 from publisher.errors import PublishError
 from publisher.manifest import (
     DISK_FULL,
@@ -146,6 +147,20 @@ def _split_now(recipe: Recipe, build_dir: Path, manifest: Manifest, artifacts: l
     return changed
 
 
+def _imatrix_files(recipe: Recipe, build_dir: Path, manifest: Manifest) -> list[LocalFile]:
+    """The importance matrix (an LFS file) and, where its licence allows, its calibration text."""
+    record = manifest.imatrix
+    files = []
+    for rel in published_files(recipe, manifest):
+        path = build_dir / rel
+        if record is None or not path.is_file():
+            raise PublishError(f"{path}: missing, though the manifest lists it; run `publisher build` again")
+        matrix = rel == record.path
+        digest = record.sha256 if matrix else record.text_sha256 or ""
+        files.append(LocalFile(path.name, path, path.stat().st_size, digest, "model" if matrix else "text"))
+    return files
+
+
 def _model_files(build_dir: Path, artifact: Artifact, limit: int, dry_run: bool) -> list[tuple[LocalFile, bool]]:
     """The files one artifact publishes as: itself, or its shards (planned ones in a dry run)."""
     path = build_dir / artifact.path
@@ -231,6 +246,8 @@ def plan_publish(
             by_branch[branch_of.get(artifact.quant_type, "main")].append((local, artifact.quant_type, pending))
         if artifact.size_bytes > max_file_bytes and dry_run and not artifact.shards:
             notes.append(f"{Path(artifact.path).name} is over {max_file_bytes} bytes: publishing splits it first")
+
+    by_branch["main"].extend((local, None, False) for local in _imatrix_files(recipe, build_dir, manifest))
 
     manifest_sha = _manifest_sha(build_dir)
     title = (

@@ -313,11 +313,15 @@ class Imatrix(StrictModel):
     chat_template: bool = Field(
         False, description="Render the text's paragraphs as chat turns through model.prompt_template first"
     )
-    chunks: int = Field(64, gt=0, description="At most this many chunks of context_length tokens")
-    context_length: int = Field(512, ge=32, description="Tokens per chunk")
-    gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1 for all")
-    threads: int | None = Field(None, gt=0, description="Threads; default: all cores")
+    chunks: limits.Chunks = Field(64, description="At most this many chunks of context_length tokens")
+    context_length: limits.ContextLength = Field(512, description="Tokens per chunk")
+    gpu_layers: limits.GpuLayers = Field(0, description="Layers offloaded to the GPU; -1 for all")
+    threads: limits.Threads | None = Field(None, description="Threads; 0 or unset: all cores")
     file: str | None = Field(None, description="An existing imatrix GGUF to use instead of computing one")
+    publish_text: bool | None = Field(
+        None,
+        description="Publish the calibration text beside the matrix; default: only for the shipped text (MIT)",
+    )
 
     @model_validator(mode="after")
     def _file_or_text(self) -> Imatrix:

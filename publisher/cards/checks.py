@@ -9,8 +9,9 @@ import yaml
 from huggingface_hub import ModelCardData
 
 from publisher.cards.frontmatter import split_frontmatter
+from publisher.cards.imatrix import published_files
 from publisher.cards.rows import HUB
-from publisher.manifest import Artifact, Manifest
+from publisher.manifest import Manifest
 from publisher.recipe import Recipe
 
 ORIGINAL_SECTION = "original-model-card"
@@ -96,18 +97,20 @@ def _linked_files(text: str, repo_id: str) -> list[tuple[str, str]]:
 def _file_problems(text: str, recipe: Recipe, manifest: Manifest | None, build_dir: Path) -> list[str]:
     if manifest is None:
         return [f"{build_dir}: no build manifest, so linked files cannot be checked; run `publisher build` first"]
-    by_name: dict[str, tuple[Artifact, str]] = {}
+    by_name: dict[str, str] = {}
     for artifact in manifest.passed_artifacts():
         for rel in artifact.shards or [artifact.path]:
-            by_name[Path(rel).name] = (artifact, rel)
+            by_name[Path(rel).name] = rel
+    for rel in published_files(recipe, manifest):
+        by_name[Path(rel).name] = rel
     problems = []
     linked = set()
     for _branch, name in _linked_files(text, recipe.publish.repo_id):
         linked.add(name)
         if name not in by_name:
             problems.append(f"linked file {name} is not a passed artifact of the build in {build_dir}")
-        elif not (build_dir / by_name[name][1]).is_file():
-            problems.append(f"linked file {name} is missing from {build_dir / by_name[name][1]}")
+        elif not (build_dir / by_name[name]).is_file():
+            problems.append(f"linked file {name} is missing from {build_dir / by_name[name]}")
     for artifact in manifest.passed_artifacts():
         first = Path((artifact.shards or [artifact.path])[0]).name
         if first not in linked:

@@ -9,8 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from publisher.cards.rows import HUB
 from publisher.manifest import Manifest
 from publisher.recipe import Recipe
+
+
+def published_files(recipe: Recipe, manifest: Manifest) -> list[str]:
+    """The importance-matrix files a release carries beside the quants (paths in the build folder).
+
+    The matrix always; the calibration text it was computed from when its licence allows: the
+    shipped text (MIT) by default, a text of the publisher's own only with ``imatrix.publish_text``.
+    """
+    record, spec = manifest.imatrix, recipe.imatrix
+    if record is None or spec is None:
+        return []
+    share_text = spec.publish_text if spec.publish_text is not None else spec.text is None and spec.file is None
+    return [record.path] + ([record.text_path] if share_text and record.text_path else [])
 
 
 def _made_from(recipe: Recipe, name: str) -> str:
@@ -38,9 +52,13 @@ def imatrix_context(recipe: Recipe, manifest: Manifest | None) -> dict[str, Any]
     if record is None or spec is None:
         return {"imatrix": None, "variant_rows": rows, "has_variants": any(r["variant"] for r in rows)}
     reference = manifest.reference.path if manifest is not None and manifest.reference else "model.F16.gguf"
+    shared = published_files(recipe, manifest) if manifest is not None else []
+    url = f"{HUB}/{recipe.publish.repo_id}/blob/main"
     return {
         "imatrix": {
             "file": record.path,
+            "url": f"{url}/{record.path}",
+            "text_url": f"{url}/{record.text_path}" if record.text_path in shared else None,
             "sha256": record.sha256,
             "source": record.source,
             "text_file": record.text_path,

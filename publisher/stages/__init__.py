@@ -42,6 +42,10 @@ class Stage:
         """Do the work and record it in ``ctx.manifest``."""
         raise NotImplementedError
 
+    def applies(self, ctx: BuildContext) -> bool:
+        """Whether this build has any work of this kind (a stage that does not apply is left out of the run)."""
+        return True
+
     def blocked_reason(self, ctx: BuildContext) -> str | None:
         """Why this stage cannot run on this build now (it is then reported as blocked), or ``None``."""
         return None

@@ -178,6 +178,10 @@ class ImatrixStage(Stage):
     name = KEY
     after = ("convert",)
 
+    def applies(self, ctx: BuildContext) -> bool:
+        """A recipe with an imatrix section, or a build that still records a matrix the recipe dropped."""
+        return ctx.recipe.imatrix is not None or ctx.manifest.imatrix is not None
+
     def is_done(self, ctx: BuildContext) -> bool:
         """No imatrix wanted and none recorded, or the recorded one is current and hashes right."""
         if ctx.recipe.imatrix is None:

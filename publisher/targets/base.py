@@ -59,11 +59,11 @@ class LocalFile:
     source: Path
     size: int
     sha256: str
-    kind: Literal["model", "card"]
+    kind: Literal["model", "card", "text"]
 
     @property
     def lfs(self) -> bool:
-        """Model files are stored as LFS objects; the card is a plain git blob."""
+        """Model files (GGUFs, the importance matrix) are LFS objects; the card and texts are plain git blobs."""
         return self.kind == "model"
 
     def git_oid(self) -> str:

@@ -81,7 +81,9 @@ def test_architecture_builds_through_the_gate(tmp_path: Path, arch: TinyArch) ->
 
     assert [(a.quant_type, a.failure) for a in result.failures()] == []
     assert result.problems == []
-    assert [s.status for s in result.stages] == ["ran"] * len(result.stages)
+    assert [(s.name, s.status) for s in result.stages] == [
+        (name, "ran") for name in ("fetch", "convert", "quantize", "smoke", "card")
+    ]
     for artifact in _all_files(result.manifest):
         assert artifact.status == "passed"
         assert artifact.tokenizer is not None and artifact.tokenizer.mismatches == 0

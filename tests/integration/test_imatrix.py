@@ -276,3 +276,39 @@ def test_shipped_calibration_text_is_long_and_mixed() -> None:
     assert "MIT" in source and len(text) > 25_000
     for marker in ("```python", "User:", "Assistant:", "日本語", "Español", "| Item", "3.14159265"):
         assert marker in text, marker
+
+
+@pytest.mark.slow
+def test_the_matrix_and_its_shipped_text_are_published_and_linked(
+    build: tuple[Recipe, Path, Manifest], tmp_path: Path
+) -> None:
+    from publisher.publish import PublishResult, publish
+    from publisher.targets.local import LocalTarget
+
+    _, build_dir, manifest = build
+    assert manifest.imatrix is not None and manifest.imatrix.text_path is not None
+    workdir = tmp_path / "work"
+    shutil.copytree(build_dir, workdir / build_dir.name)
+    recipe = recipe_with(
+        tmp_path, Path(manifest.source.path if manifest.source else ""), imatrix=IMATRIX, types=["Q4_K_M"]
+    )
+    result = execute(recipe, workdir)
+    assert [s.name for s in result.stages if s.status == "ran"] == ["smoke", "card"]
+
+    card = (result.build_dir / "README.md").read_text(encoding="utf-8")
+    url = f"https://huggingface.co/{recipe.publish.repo_id}/blob/main"
+    assert f"[{manifest.imatrix.path}]({url}/{manifest.imatrix.path})" in card
+    assert f"[{manifest.imatrix.text_path}]({url}/{manifest.imatrix.text_path})" in card
+
+    published = publish(recipe, workdir=workdir, target=LocalTarget(tmp_path / "hub"))
+    assert isinstance(published, PublishResult)
+    repo = tmp_path / "hub" / recipe.publish.repo_id
+    listed = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "--name-only", "main"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert manifest.imatrix.path in listed and manifest.imatrix.text_path in listed
+    text = subprocess.run(
+        ["git", "-C", str(repo), "show", f"main:{manifest.imatrix.text_path}"], capture_output=True, check=True
+    ).stdout
+    assert sha256_file(result.build_dir / manifest.imatrix.text_path) == manifest.imatrix.text_sha256
+    assert text == (result.build_dir / manifest.imatrix.text_path).read_bytes(), "a plain git blob, not an LFS pointer"
