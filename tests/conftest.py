@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from support.paths import REPO_ROOT
 
 _SESSION_HF_HOME = Path(tempfile.mkdtemp(prefix="publisher-tests-hf-"))
 atexit.register(shutil.rmtree, _SESSION_HF_HOME, True)
@@ -29,8 +30,6 @@ os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
 # The machine running the tests is shared and slow at times: no per-example deadline.
 settings.register_profile("publisher", deadline=None)
 settings.load_profile("publisher")
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +78,7 @@ def hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def smollm2_source() -> Path:
     """The real SmolLM2-135M-Instruct folder from `make setup` (the test is skipped without it)."""
-    from smollm2_models import require_smollm2
+    from support.smollm2_models import require_smollm2
 
     return require_smollm2()
 
@@ -87,7 +86,7 @@ def smollm2_source() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_ggufs(smollm2_source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """SmolLM2 converted to F16 and quantized to Q8_0 and Q2_K by llama.cpp, once per session."""
-    from smollm2_models import convert, quantize
+    from support.smollm2_models import convert, quantize
 
     folder = tmp_path_factory.mktemp("smollm2-gguf")
     f16 = convert(smollm2_source, folder / "smollm2.F16.gguf")
@@ -104,7 +103,7 @@ def published_demo(smollm2_source: Path, tmp_path_factory: pytest.TempPathFactor
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     work = tmp_path_factory.mktemp("demo")
     env = dict(os.environ, COLUMNS="200")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hubserver import HubServer
-from publish_state import TOKEN
+from support.hubserver import HubServer
+from support.publish_state import TOKEN
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tiny_models import ARCHITECTURES, TinyArch, make_tiny_model
+from support.tiny_models import ARCHITECTURES, TinyArch, make_tiny_model
 
 from publisher import pipeline
 from publisher.manifest import Manifest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from common import recipe_variant, tiny_llama_unknown_tokenizer
+from support.common import recipe_variant, tiny_llama_unknown_tokenizer
 
 from publisher import pipeline
 from publisher.errors import ConversionError

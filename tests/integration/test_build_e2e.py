@@ -6,7 +6,7 @@ One build of the demo recipe, made once for the module, backs every test here.
 from __future__ import annotations
 
 import pytest
-from common import SMOLLM2_RECIPE, require_llama_cpp, require_smollm2
+from support.common import SMOLLM2_RECIPE, require_llama_cpp, require_smollm2
 
 from publisher import gguf_info, pipeline, quants
 from publisher.manifest import sha256_file

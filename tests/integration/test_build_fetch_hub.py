@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from common import REPO_ROOT, recipe_variant, tiny_source
-from hubserver import HubServer, lfs_pointer
+from support.common import REPO_ROOT, recipe_variant, tiny_source
+from support.hubserver import HubServer, lfs_pointer
 
 from publisher.manifest import load_manifest, sha256_file
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from common import CONVERTED_NAME, converted_smollm2, copy_build, recipe_variant, swap_tokens
+from support.common import CONVERTED_NAME, converted_smollm2, copy_build, recipe_variant, swap_tokens
 
 from publisher.manifest import load_manifest, save_manifest, sha256_file
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from common import CONVERTED_NAME, converted_smollm2, copy_build, recipe_variant
+from support.common import CONVERTED_NAME, converted_smollm2, copy_build, recipe_variant
 
 from publisher import pipeline
 from publisher.manifest import Manifest, load_manifest

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from card_helpers import ARTIFACTS_DIR, CAUSALLM_SOURCE, fake_build, recipe_variant
+from support.card_helpers import ARTIFACTS_DIR, CAUSALLM_SOURCE, fake_build, recipe_variant
 
 from publisher import cards
 

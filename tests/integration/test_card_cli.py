@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from card_helpers import CAUSALLM_SOURCE, fake_build, recipe_variant
+from support.card_helpers import CAUSALLM_SOURCE, fake_build, recipe_variant
 
 from publisher import cards
 from publisher.manifest import load_manifest

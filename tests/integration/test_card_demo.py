@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.paths import REPO_ROOT
 
 from publisher import cards
 from publisher.manifest import load_manifest, sha256_file
 from publisher.recipe import load_recipe
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO_ROOT / "recipes" / "smollm2-135m-instruct.yaml"
 DEMO_MODEL = REPO_ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct"
 

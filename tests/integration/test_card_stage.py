@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from card_helpers import CAUSALLM_SOURCE, fake_build, recipe_variant
 from rich.console import Console
+from support.card_helpers import CAUSALLM_SOURCE, fake_build, recipe_variant
 
 from publisher import cards
 from publisher.errors import CardError

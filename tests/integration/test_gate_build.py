@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from common import recipe_variant
-from gate_models import (
+from support.common import recipe_variant
+from support.gate_models import (
     add_token_beyond_vocab,
     copy_source,
     set_add_bos,

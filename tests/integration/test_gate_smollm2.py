@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gate_models import (
+from support.gate_models import (
     copy_tokenizer,
     edit_json,
     patch_pre_tokenizer,
@@ -19,7 +19,7 @@ from gate_models import (
     truncate,
     write_jinja_template,
 )
-from smollm2_models import demo_recipe
+from support.smollm2_models import demo_recipe
 
 from publisher.evaluation import ModelLoadError, template_parity, tokenizer_parity
 from publisher.evaluation._llama import open_model

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from smollm2_models import demo_recipe
+from support.smollm2_models import demo_recipe
 
 from publisher.evaluation import measure_quality, smoke_test
 

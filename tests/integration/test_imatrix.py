@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from smollm2_models import SMOLLM2_RECIPE, demo_recipe, quantize
+from support.smollm2_models import SMOLLM2_RECIPE, demo_recipe, quantize
 
 from publisher import gguf_info, importance, quants
 from publisher.evaluation import compute_reference_logits, measure_quality

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from smollm2_models import SMOLLM2_RECIPE
+from support.smollm2_models import SMOLLM2_RECIPE
 
 from publisher import importance
 from publisher.pipeline import execute

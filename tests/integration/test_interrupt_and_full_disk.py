@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from common import REPO_ROOT, recipe_variant
-from inprocess import run_cli
+from support.common import REPO_ROOT, recipe_variant
+from support.inprocess import run_cli
 
 from publisher.manifest import load_manifest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from smollm2_models import demo_recipe, hide_chat_template, swap_tokens
+from support.smollm2_models import demo_recipe, hide_chat_template, swap_tokens
 
 from publisher.evaluation import template_parity, tokenizer_parity
 from publisher.evaluation.parity import probe_set, source_tokenizer

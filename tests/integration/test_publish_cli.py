@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakebuild import make_build, write_card, write_recipe
+from support.fakebuild import make_build, write_card, write_recipe
+from support.paths import REPO_ROOT
 from typer.testing import CliRunner
 
 from publisher.cli import app
 from publisher.manifest import Manifest, save_manifest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def entry_point(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.paths import REPO_ROOT
 
 from publisher.manifest import load_manifest, sha256_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = REPO_ROOT / "recipes" / "smollm2-135m-instruct.yaml"
 MODEL_READY = REPO_ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct" / ".complete"
 REPO = Path("publisher-demo") / "SmolLM2-135M-Instruct-GGUF"

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hubserver import HubServer
-from publish_state import (
+from support.hubserver import HubServer
+from support.publish_state import (
     REPO_ID,
     TARGETS,
     TOKEN,
@@ -129,8 +129,8 @@ def test_a_hub_that_accepts_and_never_answers_ends_in_one_line(
 ) -> None:
     import time
 
-    from hubserver import SilentServer
     from huggingface_hub import constants
+    from support.hubserver import SilentServer
 
     folder = project(tmp_path, "hf")
     with SilentServer() as silent:
@@ -238,7 +238,7 @@ def test_local_a_refused_branch_creation_publishes_nothing_and_a_rerun_completes
 
 
 def test_local_a_branch_that_fails_after_main_is_reported_exactly_and_a_rerun_completes(tmp_path: Path) -> None:
-    from fakebuild import write_card
+    from support.fakebuild import write_card
 
     from publisher.errors import PublishError
     from publisher.publish import execute_plan, plan_publish, publish

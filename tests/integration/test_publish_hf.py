@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakebuild import make_build, write_card, write_recipe
-from hubserver import HubServer
+from support.fakebuild import make_build, write_card, write_recipe
+from support.hubserver import HubServer
+from support.paths import REPO_ROOT
 
 from publisher.errors import PublishError
 from publisher.manifest import load_manifest, sha256_file
@@ -21,7 +22,6 @@ from publisher.targets.hf import HfTarget
 
 TOKEN = "hf_LeakCanary0123456789abcdefXYZ"
 REPO_ID = "tester/Tiny-GGUF"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # huggingface_hub streams LFS uploads with httpx2's data= argument, which httpx2 marks deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 

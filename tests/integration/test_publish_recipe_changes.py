@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from publish_state import TARGETS, edit_recipe, error_line, expected_files, project, published, without_gitattributes
+from support.publish_state import (
+    TARGETS,
+    edit_recipe,
+    error_line,
+    expected_files,
+    project,
+    published,
+    without_gitattributes,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from smollm2_models import demo_recipe
+from support.smollm2_models import demo_recipe
 
 from publisher.errors import SmokeTestError
 from publisher.evaluation import compute_reference_logits, measure_quality

@@ -6,7 +6,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from smollm2_models import demo_recipe
+from support.smollm2_models import demo_recipe
 
 from publisher import prompts
 from publisher.errors import SmokeTestError

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from support.paths import REPO_ROOT
 
 from bench import report
 from bench.__main__ import parse
@@ -17,9 +18,6 @@ from bench.proc import BenchError, run_measured
 from bench.run import _edit_template
 from bench.stats import Comparison, Series, alternating, ratio, within
 from bench.worker import counting_calls
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 # ---------------------------------------------------------------------------------------------
 # Statistics

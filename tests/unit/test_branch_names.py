@@ -7,11 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.paths import FIXTURES as FIXTURES_ROOT
 
 from publisher.errors import RecipeError
 from publisher.recipe import branch_name_problem, load_recipe
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "recipes"
+FIXTURES = FIXTURES_ROOT / "recipes"
 MINIMAL = (FIXTURES / "minimal.yaml").read_text(encoding="utf-8")  # 15 lines; publish: is the last mapping
 
 REFUSED = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from card_helpers import CAUSALLM_SOURCE, fake_build, recipe_variant
+from support.card_helpers import CAUSALLM_SOURCE, fake_build, recipe_variant
 
 from publisher import cards
 from publisher.manifest import ImatrixRecord

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from card_helpers import (
+from support.card_helpers import (
     CAUSALLM_SOURCE,
     GOLDEN_CARD,
     REFERENCE_CARD,

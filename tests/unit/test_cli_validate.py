@@ -11,13 +11,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from support.paths import REPO_ROOT
 from typer.testing import CliRunner
 
 from publisher.cli import app
 from publisher.errors import RecipeError
 from publisher.recipe import recipe_json_schema
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 MINIMAL = (REPO_ROOT / "tests" / "fixtures" / "recipes" / "minimal.yaml").read_text(encoding="utf-8")
 runner = CliRunner()
 

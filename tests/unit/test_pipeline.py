@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from common import recipe_variant, tiny_source, write_safetensors
+from support.common import recipe_variant, tiny_source, write_safetensors
 
 from publisher import pipeline
 from publisher.errors import DiskSpaceError, ManifestError, PublisherError, SourceError

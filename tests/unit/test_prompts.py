@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from support.paths import DEMO_MODEL
 
 from publisher import prompts
-
-DEMO_MODEL = Path(__file__).resolve().parent.parent.parent / ".cache" / "models" / "SmolLM2-135M-Instruct"
 
 
 @pytest.mark.parametrize("name", list(prompts.NAMED_TEMPLATES))

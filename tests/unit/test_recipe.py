@@ -13,12 +13,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.paths import REPO_ROOT
 
 from publisher import quants
 from publisher.errors import RecipeError
 from publisher.recipe import Recipe, dump_recipe, load_recipe, parse_recipe, recipe_json_schema
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 RECIPES = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
 MINIMAL_PATH = REPO_ROOT / "tests" / "fixtures" / "recipes" / "minimal.yaml"
 MINIMAL = MINIMAL_PATH.read_text(encoding="utf-8")

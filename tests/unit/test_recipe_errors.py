@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.paths import FIXTURES as FIXTURES_ROOT
+from support.paths import REPO_ROOT
 from typer.testing import CliRunner
 
 from publisher import limits
 from publisher.cli import app
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "recipes"
+FIXTURES = FIXTURES_ROOT / "recipes"
 MINIMAL = (FIXTURES / "minimal.yaml").read_text(encoding="utf-8")
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 # One error line: file, line number (absent for whole-file problems), then what and why.
 ERROR_LINE = re.compile(r"^error: [^:\s]+(:\d+)?: \S.*$")

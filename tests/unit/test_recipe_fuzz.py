@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import tiny_source
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inprocess import run_cli
+from support.common import tiny_source
+from support.inprocess import run_cli
+from support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 RECIPES = {
     p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted((REPO_ROOT / "recipes").glob("*.yaml"))
 }

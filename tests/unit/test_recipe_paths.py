@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.paths import FIXTURES as FIXTURES_ROOT
 from typer.testing import CliRunner
 
 from publisher import limits, quants
@@ -19,7 +20,7 @@ from publisher.cli import app
 from publisher.errors import RecipeError
 from publisher.recipe import load_recipe
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "recipes"
+FIXTURES = FIXTURES_ROOT / "recipes"
 MINIMAL = (FIXTURES / "minimal.yaml").read_text(encoding="utf-8")
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from card_helpers import fake_build, recipe_variant
 from rich.console import Console
+from support.card_helpers import fake_build, recipe_variant
 
 from publisher import report
 from publisher.manifest import Artifact, QualityResult, SmokeResult

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from card_helpers import CAUSALLM_SOURCE, GOLDEN_CARD, fake_build, recipe_variant
-from common import tiny_source
+from support.card_helpers import CAUSALLM_SOURCE, GOLDEN_CARD, fake_build, recipe_variant
+from support.common import tiny_source
 
 from publisher import cards, pipeline, source
 from publisher.errors import SourceError

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from common import recipe_variant, tiny_source
+from support.common import recipe_variant, tiny_source
 
 from publisher import pipeline
 from publisher.errors import PublisherError

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakebuild import make_build, write_recipe
+from support.fakebuild import make_build, write_recipe
 
 from publisher.errors import PublishError
 from publisher.publish import PublishResult, publish

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fakebuild import make_build, write_card, write_recipe
+from support.fakebuild import make_build, write_card, write_recipe
 
 from publisher.errors import PublishError
 from publisher.manifest import load_manifest

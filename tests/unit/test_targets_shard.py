@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakebuild import make_build, record_smoke_settings, write_recipe
 from gguf import GGUFReader, GGUFWriter
+from support.fakebuild import make_build, record_smoke_settings, write_recipe
 
 from publisher.errors import PublishError
 from publisher.manifest import load_manifest, save_manifest, sha256_file

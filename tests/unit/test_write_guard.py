@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from common import recipe_variant, tiny_source
-from fakebuild import make_build, write_recipe
+from support.common import recipe_variant, tiny_source
+from support.fakebuild import make_build, write_recipe
+from support.paths import REPO_ROOT
 
 from publisher import manifest as manifest_module
 from publisher import pipeline
@@ -23,8 +24,6 @@ from publisher.manifest import OutsideWriteError, WriteScope, write_text_atomic,
 from publisher.publish import PublishResult, publish
 from publisher.recipe import load_recipe
 from publisher.targets.local import LocalTarget
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_a_write_outside_the_build_folder_is_refused_and_leaves_nothing(tmp_path: Path) -> None:

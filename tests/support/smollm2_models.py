@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from publisher.recipe import Recipe, parse_recipe
+from support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SMOLLM2_DIR = REPO_ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct"
 SMOLLM2_RECIPE = REPO_ROOT / "recipes" / "smollm2-135m-instruct.yaml"
 FTYPES = {"Q8_0": 7, "Q2_K": 10, "Q4_K_M": 15}

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fakebuild import make_build, write_recipe
-from hubserver import HubServer
 
 from publisher.manifest import load_manifest, sha256_file
 from publisher.targets.base import parse_lfs_pointer
+from support.fakebuild import make_build, write_recipe
+from support.hubserver import HubServer
 
 TOKEN = "hf_GuaranteesToken0123456789"
 REPO_ID = "tester/Tiny-GGUF"

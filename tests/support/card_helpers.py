@@ -18,8 +18,8 @@ from publisher.manifest import (
     sha256_file,
 )
 from publisher.recipe import Recipe, parse_recipe
+from support.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CAUSALLM_RECIPE = REPO_ROOT / "recipes" / "causallm-14b.yaml"
 CAUSALLM_SOURCE = REPO_ROOT / "tests" / "fixtures" / "causallm-14b"
 CARDS_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "cards"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from support.paths import REPO_ROOT
+
 SMOLLM2_DIR = REPO_ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct"
 SMOLLM2_RECIPE = REPO_ROOT / "recipes" / "smollm2-135m-instruct.yaml"
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smollm2_models import SMOLLM2_DIR
+from support.paths import REPO_ROOT
+from support.smollm2_models import SMOLLM2_DIR
 
-QUALITY_TEXT = Path(__file__).resolve().parents[1] / "publisher" / "data" / "quality.txt"
+QUALITY_TEXT = REPO_ROOT / "publisher" / "data" / "quality.txt"
 BPE_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 SPM_VOCAB = 512
 
