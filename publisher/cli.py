@@ -273,6 +273,7 @@ def _publish(
     recipe: Recipe, *, workdir: Path, target: str | None, hub_dir: Path, dry_run: bool, hard_links: bool = False
 ) -> None:
     from publisher import publish as publishing
+    from publisher import publish_view
 
     outcome = publishing.publish(
         recipe,
@@ -284,9 +285,9 @@ def _publish(
         console=err_console,
     )
     if isinstance(outcome, publishing.PublishPlan):
-        publishing.print_plan(outcome, console)
+        publish_view.print_plan(outcome, console)
     else:
-        publishing.print_result(outcome, console)
+        publish_view.print_result(outcome, console)
 
 
 @app.command()

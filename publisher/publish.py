@@ -22,7 +22,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from publisher import __version__
 from publisher.cards.imatrix import published_files
@@ -404,69 +403,3 @@ def _hub_lock(hub: Path, console: Console) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# -- showing it --------------------------------------------------------------------------------
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
-def print_plan(plan: PublishPlan, console: Console) -> None:
-    """Show the plan: target, branches, each file with its size and whether it is sent or skipped."""
-    state = "exists" if plan.repo_exists else "will be created" + (" (private)" if plan.private else "")
-    console.print(f"[bold]{escape(plan.target)}[/bold] {escape(plan.location)}: {state}", highlight=False)
-    for branch in plan.branches:
-        table = Table(
-            title=escape(f"branch {branch.name}" + ("" if branch.exists else " (new)")),
-            title_justify="left",
-            show_edge=False,
-        )
-        table.add_column("file")
-        table.add_column("size", justify="right")
-        table.add_column("action")
-        for planned in branch.files:
-            if planned.present:
-                action = "skip: already present"
-            elif planned.pending_split:
-                action = "upload (shard, written at publish)"
-            else:
-                action = "upload"
-            table.add_row(escape(planned.file.path_in_repo), _size(planned.file.size), action)
-        console.print(table)
-        if branch.uploads:
-            console.print(
-                f"commit on {escape(branch.name)}: {escape(plan.title)} "
-                f"({_count(len(branch.uploads))}, {_size(branch.upload_bytes)})",
-                highlight=False,
-            )
-            for line in branch.description.splitlines()[:2]:  # the recipe and build lines of the message body
-                console.print(f"  {escape(line)}", highlight=False)
-        else:
-            console.print(f"{escape(branch.name)}: up to date, no commit", highlight=False)
-    for note in plan.notes:
-        console.print(f"note: {escape(note)}", highlight=False)
-
-
-def print_result(result: PublishResult, console: Console) -> None:
-    """One line per branch: the commit made, or that nothing changed."""
-    for branch in result.branches:
-        if branch.commit is None:
-            repaired = f"; repaired {_count(branch.repaired)} in the mirror" if branch.repaired else ""
-            console.print(f"{escape(branch.name)}: up to date, no commit{repaired}", highlight=False)
-        else:
-            console.print(
-                f"{escape(branch.name)}: committed {branch.commit[:12]} "
-                f"({_count(branch.files)}, {_size(branch.bytes)}) to {escape(result.plan.location)}",
-                highlight=False,
-            )
-    for note in result.plan.notes:
-        console.print(f"note: {escape(note)}", highlight=False)
-
-
-def _count(files: int) -> str:
-    return f"{files} file" if files == 1 else f"{files} files"
