@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from publisher.errors import ManifestError, PublisherError
-from publisher.manifest import Artifact, fingerprint
+from publisher.manifest import Artifact, fingerprint, guard_write
 from publisher.stages import BuildContext, Stage, register
 
 QUALITY_DIR = "quality"
@@ -156,9 +156,9 @@ class SmokeStage(Stage):
         started = time.perf_counter()
         ctx.forget(LOGITS_KEY)
         task = progress.add_task("quality: reference logits", total=None, step=ref.path)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        guard_write(out).parent.mkdir(parents=True, exist_ok=True)
         # Keep the .npy suffix on the temporary name: numpy appends one to names without it.
-        tmp = out.with_name(f".{out.stem}.partial.npy")
+        tmp = guard_write(out.with_name(f".{out.stem}.partial.npy"))
         try:
             evaluation.compute_reference_logits(ctx.build_dir / ref.path, ctx.recipe, tmp)
             os.replace(tmp, out)
