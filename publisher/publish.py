@@ -181,10 +181,6 @@ def _model_files(build_dir: Path, artifact: Artifact, limit: int, dry_run: bool)
 # -- planning ----------------------------------------------------------------------------------
 
 
-def _branch_names(recipe: Recipe) -> dict[str, str]:
-    return {t: branch.name for branch in recipe.publish.branches for t in branch.types}
-
-
 def _describe(recipe: Recipe, manifest: Manifest, manifest_sha: str, files: list[PlannedFile]) -> str:
     lines = [
         f"Recipe: {recipe.path.name if recipe.path else recipe.build_name} (sha256 {manifest.recipe_sha256})",
@@ -239,7 +235,7 @@ def plan_publish(
     by_branch: dict[str, list[tuple[LocalFile, str | None, bool]]] = {"main": []}
     for branch in recipe.publish.branches:
         by_branch[branch.name] = []
-    branch_of = _branch_names(recipe)
+    branch_of = recipe.publish.branch_of()
     for artifact in passed:
         for local, pending in _model_files(build_dir, artifact, max_file_bytes, dry_run):
             by_branch[branch_of.get(artifact.quant_type, "main")].append((local, artifact.quant_type, pending))

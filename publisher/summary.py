@@ -15,7 +15,7 @@ def _cell(value: object) -> str:
 
 
 def _files(recipe: Recipe, artifacts: list[Artifact]) -> list[str]:
-    branch_of = {t: b.name for b in recipe.publish.branches for t in b.types}
+    branch_of = recipe.publish.branch_of()
     lines = [
         "| File | Quant | Bits | Size | Branch | Status | sha256 |",
         "| --- | --- | ---: | ---: | --- | --- | --- |",

@@ -69,10 +69,6 @@ class Download:
     command: str
 
 
-def _branch_of(recipe: Recipe) -> dict[str, str]:
-    return {t: branch.name for branch in recipe.publish.branches for t in branch.types}
-
-
 def _file_url(repo_id: str, branch: str, name: str) -> str:
     return f"{HUB}/{repo_id}/blob/{branch}/{name}"
 
@@ -95,7 +91,7 @@ def _ram(size_bytes: int | None, kv_bytes: int | None) -> str:
 
 def measured_rows(recipe: Recipe, manifest: Manifest, kv_bytes: int | None) -> list[FileRow]:
     """One row per passed artifact, with the sizes the build measured."""
-    branch_of = _branch_of(recipe)
+    branch_of = recipe.publish.branch_of()
     rows = []
     for artifact in manifest.passed_artifacts():
         branch = branch_of.get(artifact.quant_type, "main")
@@ -120,7 +116,7 @@ def measured_rows(recipe: Recipe, manifest: Manifest, kv_bytes: int | None) -> l
 
 def estimated_rows(recipe: Recipe, parameters: int | None, kv_bytes: int | None) -> list[FileRow]:
     """One row per recipe type, sized from the parameter count and the type's nominal bits (marked ``~``)."""
-    branch_of = _branch_of(recipe)
+    branch_of = recipe.publish.branch_of()
     rows = []
     for quant_type in recipe.quantize.names:
         entry = quants.CATALOGUE[recipe.quantize.variant(quant_type).type]

@@ -373,3 +373,7 @@ class Publish(StrictModel):
                 )
             seen[branch.name] = index
         return value
+
+    def branch_of(self) -> dict[str, str]:
+        """Each quant type or variant that goes to a branch other than main, and that branch."""
+        return {name: branch.name for branch in self.branches for name in branch.types}

@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.common import REPO_ROOT, recipe_variant
+from support.disks import small_disk
 from support.inprocess import run_cli
 
 from publisher.manifest import load_manifest
@@ -109,18 +109,6 @@ def test_ctrl_c_during_quantize_then_resume(tmp_path: Path) -> None:
     assert _partials(build) == []
     manifest = load_manifest(build)
     assert manifest is not None and manifest.artifacts["Q8_0"].status == "built"
-
-
-@contextmanager
-def small_disk(folder: Path, size: str) -> Iterator[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip() or 'not root'})")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_disk_that_fills_during_convert_is_one_line_then_a_bigger_disk_completes(

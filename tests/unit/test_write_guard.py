@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from support.common import recipe_variant, tiny_source
+from support.disks import small_disk
 from support.fakebuild import make_build, write_recipe
 from support.paths import REPO_ROOT
 
@@ -135,19 +136,6 @@ def test_every_write_of_a_build_goes_through_the_guard(
 
 
 # -- full disks --------------------------------------------------------------------------------
-
-
-@contextmanager
-def small_disk(folder: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted on ``folder`` (root only; skips elsewhere)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip() or 'not root'})")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path: Path) -> None:
