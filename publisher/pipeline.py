@@ -42,7 +42,7 @@ from publisher.manifest import (
     writes_confined_to,
 )
 from publisher.recipe import Recipe
-from publisher.stages import BuildContext, get_stage, ordered_names
+from publisher.stages import BuildContext, Stage, get_stage, ordered_names
 from publisher.stages.context import LOGS_DIR
 
 LOCK_NAME = ".lock"
@@ -259,12 +259,12 @@ def execute(
         ctx.save()
         runs: list[StageRun] = []
         problems: list[str] = []
-        for name in order:
-            if not get_stage(name).applies(ctx):
+        for stage in map(get_stage, order):
+            if not stage.applies(ctx):
                 continue
-            runs.append(_run_stage(ctx, name, selected))
-            if name in selected:
-                problems.extend(get_stage(name).problems(ctx))
+            runs.append(_run_stage(ctx, stage, selected))
+            if stage.name in selected:
+                problems.extend(stage.problems(ctx))
         result = BuildResult(
             manifest=ctx.manifest, build_dir=build_dir, stages=runs, types=ctx.selected_types(), problems=problems
         )
@@ -272,8 +272,8 @@ def execute(
         return result
 
 
-def _run_stage(ctx: BuildContext, name: str, selected: set[str]) -> StageRun:
-    stage = get_stage(name)
+def _run_stage(ctx: BuildContext, stage: Stage, selected: set[str]) -> StageRun:
+    name = stage.name
     if name not in selected:
         stage.finish(ctx)
         return StageRun(name, "not selected")
