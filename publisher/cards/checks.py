@@ -58,11 +58,15 @@ def _marker_problems(text: str) -> list[str]:
     return problems
 
 
-def _without_code_and_original(text: str) -> str:
+def _own_markup(text: str, literal: list[str]) -> str:
+    """The card without what it shows as data: the original card, code, and recipe text put in as written."""
     text = re.sub(
         rf"<!--\s*{ORIGINAL_SECTION} start\s*-->.*?<!--\s*{ORIGINAL_SECTION} end\s*-->", "", text, flags=re.DOTALL
     )
-    return re.sub(r"^(`{3,}|~{3,})[^\n]*\n.*?^\1[ \t]*$", "", text, flags=re.DOTALL | re.MULTILINE)
+    for passage in literal:
+        text = text.replace(passage, "")
+    text = re.sub(r"^(`{3,}|~{3,})[^\n]*\n.*?^\1[ \t]*$", "", text, flags=re.DOTALL | re.MULTILINE)
+    return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", text, flags=re.DOTALL)
 
 
 def _frontmatter_problems(text: str) -> list[str]:
@@ -126,7 +130,8 @@ def check_card(text: str, recipe: Recipe, manifest: Manifest | None, build_dir: 
     problems = _frontmatter_problems(text)
     problems += _marker_problems(text)
     problems += [f"section '{name}' is empty" for name, content in sections(text) if not content.strip()]
-    for match in re.finditer(r"\{\{|\{%|\{#", _without_code_and_original(split_frontmatter(text)[1])):
+    body = _own_markup(split_frontmatter(text)[1], list(recipe.card.notes))
+    for match in re.finditer(r"\{\{|\{%|\{#", body):
         problems.append(f"unrendered template placeholder {match.group(0)!r} in the card")
         break
     if build_dir is not None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
+from urllib.parse import quote
 
 from publisher import prompts, quants
 from publisher.cards import rows
-from publisher.cards.frontmatter import strip_frontmatter
 from publisher.cards.imatrix import imatrix_context
+from publisher.cards.original import embeddable_card
 from publisher.cards.text import code_fence
 from publisher.manifest import Manifest, SourceRecord
 from publisher.recipe import Recipe
@@ -32,6 +34,13 @@ def format_params(count: int | None) -> str:
     if count >= 1e6:
         return f"{count / 1e6:.1f}M"
     return f"{count:,}"
+
+
+def creator_and_name(creator: str, name: str) -> str:
+    """``CausalLM's 14B``, but ``CausalLM 14B`` when the name already starts with its creator's."""
+    if name.casefold().startswith(creator.casefold()):
+        return name
+    return f"{creator}'s {name}"
 
 
 def _llama_cpp_version(tools: Mapping[str, str]) -> dict[str, str] | None:
@@ -53,11 +62,13 @@ def _llama_cpp_version(tools: Mapping[str, str]) -> dict[str, str] | None:
     return {"version": value, "url": url, "bindings": bindings}
 
 
-def _original_card(recipe: Recipe, source: SourceRecord | None) -> str | None:
+def _original_card(recipe: Recipe, source: SourceRecord | None) -> dict[str, Any] | None:
     readme = source.facts.readme if source is not None and source.facts is not None else None
     if not recipe.card.embed_original_card or readme is None:
         return None
-    return strip_frontmatter(readme).strip() or None
+    repo = recipe.source.repo or (recipe.model.base_model[0] if recipe.model.base_model else None)
+    card = embeddable_card(readme, repo=repo, base_url=recipe.card.original_card_base_url)
+    return asdict(card) if card is not None else None
 
 
 def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord | None) -> dict[str, Any]:
@@ -96,7 +107,8 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         "title": recipe.card.title or f"{model.name} - GGUF",
         "model": {
             **model.model_dump(mode="json"),
-            "creator_url": model.creator_url or f"{rows.HUB}/{model.creator}",
+            "creator_url": model.creator_url or f"{rows.HUB}/{quote(model.creator.strip(), safe='')}",
+            "creator_and_name": creator_and_name(model.creator, model.name),
             "original_repo": original_repo,
             "original_url": f"{rows.HUB}/{original_repo}" if original_repo else None,
             "prompt_template_title": title,

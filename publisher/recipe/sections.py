@@ -336,6 +336,10 @@ class Card(StrictModel):
     notes: StrList = Field(default_factory=list, description="Markdown paragraphs for the description")
     related: list[RelatedRepo] = Field(default_factory=list)
     embed_original_card: bool = True
+    original_card_base_url: str | None = Field(
+        None,
+        description="Repo URL (Hub or GitHub) the original card's relative links resolve against; default source.repo",
+    )
 
 
 class Branch(StrictModel):
