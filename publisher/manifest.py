@@ -149,12 +149,22 @@ class Architecture(Record):
         return self.n_layers * per_layer + embeddings + self.hidden  # final norm
 
 
+class LicenceFile(Record):
+    """A file of licence terms published beside the GGUFs (the source's LICENSE, USE_POLICY.md, ...)."""
+
+    name: str = Field(description="File name in the published repo")
+    sha256: str
+    size: int
+    path: str | None = Field(None, description="The copy fetch made, relative to the build folder")
+
+
 class SourceFacts(Record):
     """What the card needs to know about the source, recorded by fetch so the card never opens the folder."""
 
     architecture: Architecture | None = Field(None, description="None when config.json describes no decoder")
     readme: str | None = Field(None, description="The source's own README.md, as fetched")
     readme_sha256: str | None = None
+    licence_files: list[LicenceFile] = Field(default_factory=list, description="Published beside the GGUFs")
 
 
 class SourceRecord(Record):

@@ -160,6 +160,18 @@ def _imatrix_files(recipe: Recipe, build_dir: Path, manifest: Manifest) -> list[
     return files
 
 
+def _licence_files(build_dir: Path, manifest: Manifest) -> list[LocalFile]:
+    """The licence files fetch copied into the build, published on every branch beside the card."""
+    facts = manifest.source.facts if manifest.source is not None else None
+    files = []
+    for record in facts.licence_files if facts is not None else []:
+        path = build_dir / (record.path or record.name)
+        if not path.is_file():
+            raise PublishError(f"{path}: missing, though the manifest lists it; run `publisher build` again")
+        files.append(LocalFile(record.name, path, record.size, record.sha256, "text"))
+    return files
+
+
 def _model_files(build_dir: Path, artifact: Artifact, limit: int, dry_run: bool) -> list[tuple[LocalFile, bool]]:
     """The files one artifact publishes as: itself, or its shards (planned ones in a dry run)."""
     path = build_dir / artifact.path
@@ -243,6 +255,7 @@ def plan_publish(
             notes.append(f"{Path(artifact.path).name} is over {max_file_bytes} bytes: publishing splits it first")
 
     by_branch["main"].extend((local, None, False) for local in _imatrix_files(recipe, build_dir, manifest))
+    licence_files = _licence_files(build_dir, manifest)
 
     manifest_sha = _manifest_sha(build_dir)
     title = (
@@ -255,7 +268,7 @@ def plan_publish(
         exists = name in state.branches
         if name != "main" and not models and not exists:
             continue  # a declared branch with nothing built for it yet
-        wanted = [(card_file, None, False), *models]
+        wanted = [(card_file, None, False), *[(f, None, False) for f in licence_files], *models]
         remote = target.remote_files(repo_id, name, [f.path_in_repo for f, _, _ in wanted]) if exists else {}
         plan = BranchPlan(name=name, exists=exists, head=state.branches.get(name))
         for local, quant_type, pending in wanted:

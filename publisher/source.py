@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from publisher.errors import SourceError
-from publisher.manifest import Architecture, Manifest, SourceFacts, SourceRecord, sha256_file
+from publisher.licences import is_licence_file
+from publisher.manifest import Architecture, LicenceFile, Manifest, SourceFacts, SourceRecord, sha256_file
 from publisher.recipe import Recipe
 
 CONFIG_NAME = "config.json"
@@ -185,8 +186,27 @@ def read_architecture(folder: Path) -> Architecture | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_facts(folder: Path) -> SourceFacts:
-    """The architecture and the original README of ``folder``, as fetch records them."""
+def licence_paths(folder: Path, recipe: Recipe) -> list[Path]:
+    """The licence files to publish: LICENSE*, USE_POLICY*, NOTICE* of ``folder``, then ``model.license_files``.
+
+    A listed file is looked for in the source folder, then next to the recipe.
+    """
+    found = {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and is_licence_file(p.name)}
+    for index, item in enumerate(recipe.model.license_files):
+        name = recipe.model.published_license_files[index]
+        candidates = [folder / item, recipe.resolve_path(item)]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise SourceError(
+                f"{recipe.where('model', 'license_files', index)}: {item} is neither in the source folder {folder} "
+                "nor next to the recipe; fix the name or add the file"
+            )
+        found[name] = path
+    return list(found.values())
+
+
+def read_facts(folder: Path, licences: list[Path] | None = None) -> SourceFacts:
+    """The architecture, the original README and the licence files of ``folder``, as fetch records them."""
     readme = folder / README_NAME
     card: str | None = None
     card_sha256: str | None = None
@@ -196,7 +216,10 @@ def read_facts(folder: Path) -> SourceFacts:
             card_sha256 = sha256_file(readme)
         except OSError as err:
             raise SourceError(f"{readme}: cannot read the original card ({err.strerror})") from None
-    return SourceFacts(architecture=read_architecture(folder), readme=card, readme_sha256=card_sha256)
+    files = [LicenceFile(name=p.name, sha256=sha256_file(p), size=p.stat().st_size) for p in licences or []]
+    return SourceFacts(
+        architecture=read_architecture(folder), readme=card, readme_sha256=card_sha256, licence_files=files
+    )
 
 
 def _estimate_folder(recipe: Recipe, manifest: Manifest | None, source_dir: Path | None) -> Path | None:
@@ -229,5 +252,5 @@ def recorded_or_read(recipe: Recipe, manifest: Manifest | None, source_dir: Path
         repo=recipe.source.repo,
         path=str(folder),
         parameters=parameters or safetensors_parameters(folder),
-        facts=read_facts(folder),
+        facts=read_facts(folder, licence_paths(folder, recipe)),
     )

@@ -107,6 +107,9 @@ def _file_problems(text: str, recipe: Recipe, manifest: Manifest | None, build_d
             by_name[Path(rel).name] = rel
     for rel in published_files(recipe, manifest):
         by_name[Path(rel).name] = rel
+    facts = manifest.source.facts if manifest.source is not None else None
+    for record in facts.licence_files if facts is not None else []:
+        by_name[record.name] = record.path or record.name
     problems = []
     linked = set()
     for _branch, name in _linked_files(text, recipe.publish.repo_id):

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from publisher import prompts, quants
 from publisher.cards import rows
 from publisher.cards.imatrix import imatrix_context
+from publisher.cards.licensing import licensing_context
 from publisher.cards.original import embeddable_card
 from publisher.cards.text import code_fence
 from publisher.manifest import Manifest, SourceRecord
@@ -148,5 +149,6 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         "gpu_layers": arch.n_layers if arch else 99,
         "source_known": source is not None and source.facts is not None,
         "original_card": _original_card(recipe, source),
+        "licensing": licensing_context(recipe, source),
         **imatrix_context(recipe, manifest),
     }

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
-from publisher.manifest import Manifest
+from publisher.manifest import Manifest, sha256_file
 from publisher.recipe import Recipe
 
+QUALITY_TEXT = "quality.txt"  # publisher/data/quality.txt, the perplexity text smoke uses by default
 FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -35,12 +37,22 @@ def split_frontmatter(text: str) -> tuple[str | None, str]:
     return match.group(1), text.removeprefix("\ufeff")[match.end() :]
 
 
-def _eval_results(recipe: Recipe, manifest: Manifest | None) -> list[EvalResult]:
-    """Measured quality as model-index results: one metric per quant type and figure."""
-    if manifest is None:
-        return []
+def quality_dataset(recipe: Recipe) -> tuple[str, str | None]:
+    """The name the measured figures give their text, and its sha256 (``None`` when the file is gone)."""
     text = recipe.smoke.quality.text
-    dataset = Path(text).name if text else "publisher-sample-text"
+    if text is None:
+        data = resources.files("publisher").joinpath("data", QUALITY_TEXT).read_bytes()
+        return f"publisher's sample text ({QUALITY_TEXT}, shipped with publisher)", hashlib.sha256(data).hexdigest()
+    path = recipe.resolve_path(text)
+    return f"{path.name} (the publisher's own text)", sha256_file(path) if path.is_file() else None
+
+
+def _eval_results(recipe: Recipe, manifest: Manifest | None) -> list[EvalResult]:
+    """Measured quality as model-index results: one metric per quant type and figure (``card.model_index``)."""
+    if manifest is None or not recipe.card.model_index:
+        return []
+    name, digest = quality_dataset(recipe)
+    dataset = f"{name}, sha256 {digest}" if digest else name
     results = []
     for artifact in manifest.passed_artifacts():
         quality = artifact.quality

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -14,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from publisher import limits, prompts, quants
+from publisher import licences, limits, prompts, quants
 from publisher.recipe.fields import (
     LANGUAGE,
     ArtifactName,
@@ -46,9 +47,24 @@ class Source(StrictModel):
 class InheritedLicense(StrictModel):
     """A licence that applies because of a base model (e.g. Meta's Llama 2 licence)."""
 
-    name: str = Field(description="Human name, e.g. 'Meta Llama 2 Community License'")
+    id: str | None = Field(None, description="Hub licence id, e.g. llama2; fills in name, link and use_policy")
+    name: str | None = Field(None, description="Human name, e.g. 'Meta Llama 2 Community License'")
     via: str = Field(description="The base model or family it comes from, e.g. 'Llama 2'")
     link: str | None = Field(None, description="Where the licence text is")
+    use_policy: str | None = Field(None, description="Where its acceptable-use policy is, if it has one")
+
+    @field_validator("id")
+    @classmethod
+    def _known_id(cls, value: str | None) -> str | None:
+        if value is not None and (problem := licences.licence_id_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _named(self) -> InheritedLicense:
+        if self.id is None and not self.name:
+            raise FieldProblem("give the licence's name, or its Hub id (e.g. id: llama2)", ("name",))
+        return self
 
 
 class Model(StrictModel):
@@ -61,7 +77,17 @@ class Model(StrictModel):
     model_type: str = Field("llama", description="Architecture family, e.g. llama, mistral, qwen2")
     license: str = Field(description="Hub licence id, e.g. apache-2.0, wtfpl, llama2, other")
     license_name: str | None = Field(None, description="Required with license: other")
-    license_link: str | None = Field(None, description="Required with license: other")
+    license_link: str | None = Field(
+        None, description="Required with license: other; a URL, or the name of a file in license_files"
+    )
+    license_terms: str | None = Field(
+        None, description="What the licence asks, in a sentence, e.g. 'registration required for commercial use'"
+    )
+    license_files: StrList = Field(
+        default_factory=list,
+        description="Licence files published beside the GGUFs, from the source folder or next to the recipe; "
+        "LICENSE*, USE_POLICY* and NOTICE* in the source are published without being listed",
+    )
     inherited_licenses: list[InheritedLicense] = Field(default_factory=list)
     datasets: StrList = Field(default_factory=list)
     languages: StrList = Field(default_factory=list)
@@ -111,11 +137,43 @@ class Model(StrictModel):
         prompts.check_template(value)
         return value
 
+    @field_validator("license")
+    @classmethod
+    def _known_license(cls, value: str) -> str:
+        if problem := licences.licence_id_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("license_files")
+    @classmethod
+    def _distinct_file_names(cls, value: list[str]) -> list[str]:
+        seen: dict[str, int] = {}
+        for index, item in enumerate(value):
+            name = PurePosixPath(item.replace("\\", "/")).name
+            if not name or name in (".", ".."):
+                raise FieldProblem(f"{item!r} is not a file", (index,))
+            if name in seen:
+                raise FieldProblem(f"{name} is listed twice (also at license_files[{seen[name]}])", (index,))
+            seen[name] = index
+        return value
+
     @model_validator(mode="after")
     def _other_license_needs_name(self) -> Model:
         if self.license == "other" and not (self.license_name and self.license_link):
             raise FieldProblem("license 'other' needs license_name and license_link as well", ("license",))
+        link = self.license_link
+        if link and licences.is_relative_link(link) and link not in self.published_license_files:
+            raise FieldProblem(
+                f"{link!r} names a file of the repo, but no such file is published: list it under model.license_files "
+                "or give the licence's URL",
+                ("license_link",),
+            )
         return self
+
+    @property
+    def published_license_files(self) -> list[str]:
+        """The names ``license_files`` are published under (their file names)."""
+        return [PurePosixPath(item.replace("\\", "/")).name for item in self.license_files]
 
     @property
     def prompt_template_title(self) -> str:
@@ -336,6 +394,9 @@ class Card(StrictModel):
     notes: StrList = Field(default_factory=list, description="Markdown paragraphs for the description")
     related: list[RelatedRepo] = Field(default_factory=list)
     embed_original_card: bool = True
+    model_index: bool = Field(
+        True, description="Put the measured PPL/KLD into the frontmatter's model-index, which the Hub shows as results"
+    )
     original_card_base_url: str | None = Field(
         None,
         description="Repo URL (Hub or GitHub) the original card's relative links resolve against; default source.repo",

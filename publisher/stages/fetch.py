@@ -19,9 +19,10 @@ from pathlib import Path
 
 from publisher import quants
 from publisher.errors import DiskSpaceError, SourceError
+from publisher.licences import is_licence_file
 from publisher.manifest import SourceRecord, fingerprint
 from publisher.report import format_bytes
-from publisher.source import read_facts, safetensors_stats, wanted_files
+from publisher.source import licence_paths, read_facts, safetensors_stats, wanted_files
 from publisher.stages import BuildContext, Stage, register
 
 # Bytes per parameter of the converter's output types.
@@ -29,6 +30,8 @@ OUTTYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
 # Slack on top of the estimate: metadata, the vocabulary, rounding, a little room to breathe.
 DISK_MARGIN = 1.03
 DISK_SLACK_BYTES = 64 * 1024 * 1024
+# Where fetch keeps the licence files it publishes, inside the build folder.
+LICENCES_DIR = "licences"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +131,8 @@ def _local_dir(ctx: BuildContext) -> Path | None:
 def _settings(ctx: BuildContext) -> str:
     local = _local_dir(ctx)
     source = ctx.recipe.source
-    return fingerprint("fetch", str(local) if local else None, None if local else source.repo, source.revision)
+    listed = list(ctx.recipe.model.license_files)
+    return fingerprint("fetch", str(local) if local else None, None if local else source.repo, source.revision, *listed)
 
 
 def _local_commit(folder: Path) -> str | None:
@@ -175,6 +179,8 @@ def _download(ctx: BuildContext) -> tuple[Path, str | None]:
         info = HfApi().model_info(source.repo, revision=source.revision, files_metadata=True)
         siblings = {s.rfilename: s.size or 0 for s in info.siblings or []}
         names = wanted_files(list(siblings))
+        listed = set(ctx.recipe.model.license_files)
+        names += [n for n in siblings if "/" not in n and n not in names and (is_licence_file(n) or n in listed)]
         have = {n: (dest / n).stat().st_size for n in names if (dest / n).is_file()}
         to_get = sum(size for n, size in siblings.items() if n in names and have.get(n) != size)
         weights = sum(size for n, size in siblings.items() if n in names and n.endswith(".safetensors"))
@@ -227,7 +233,7 @@ class FetchStage(Stage):
         source = ctx.manifest.source
         if done is None or source is None or done.fingerprint != _settings(ctx) or not source.files:
             return False
-        return ctx.files_match(source.files, base=Path(source.path))
+        return ctx.files_match(source.files, base=Path(source.path)) and ctx.files_match(done.outputs)
 
     def run(self, ctx: BuildContext) -> None:
         """Find or download the source, hash its files, and record its parameters, shape and own card."""
@@ -244,6 +250,13 @@ class FetchStage(Stage):
             hashes = {p.name: ctx.hash_file(p) for p in files}
         stats = safetensors_stats([p for p in files if p.suffix == ".safetensors"])
         source = ctx.recipe.source
+        licences = licence_paths(folder, ctx.recipe)
+        facts = read_facts(folder, licences)
+        copies = _copy_licence_files(ctx.build_dir, licences)
+        facts.licence_files = [
+            record.model_copy(update={"path": str(copy.relative_to(ctx.build_dir))})
+            for record, copy in zip(facts.licence_files, copies, strict=True)
+        ]
         ctx.manifest.source = SourceRecord(
             repo=source.repo,
             revision=source.revision if source.repo else None,
@@ -251,6 +264,22 @@ class FetchStage(Stage):
             path=str(folder),
             parameters=stats.parameters or None,
             files=hashes,
-            facts=read_facts(folder),
+            facts=facts,
         )
-        ctx.record(self.name, _settings(ctx), [], time.perf_counter() - started)
+        ctx.record(self.name, _settings(ctx), copies, time.perf_counter() - started)
+
+
+def _copy_licence_files(build_dir: Path, paths: list[Path]) -> list[Path]:
+    """Copies of the licence files in ``<build>/licences/``, so the build holds everything it publishes."""
+    folder = build_dir / LICENCES_DIR
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    if not paths:
+        return []
+    folder.mkdir(parents=True)
+    copies = []
+    for path in paths:
+        copy = folder / path.name
+        shutil.copyfile(path, copy)
+        copies.append(copy)
+    return copies
