@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from publisher import quants, report
@@ -73,9 +74,21 @@ def _file_url(repo_id: str, branch: str, name: str) -> str:
     return f"{HUB}/{repo_id}/blob/{branch}/{name}"
 
 
-def _use_case(quant_type: str) -> str:
+def _use_case(quant_type: str, offered: set[str]) -> str:
+    """The catalogue's use case, its advice to prefer other types cut down to the types this repo offers."""
     entry = quants.CATALOGUE.get(quant_type)
-    return entry.use_case if entry else ""
+    if entry is None:
+        return ""
+    clauses = []
+    for clause in entry.use_case.split("; "):
+        advice = re.match(r"prefer (.+?)( where .*)?$", clause)
+        if advice is None:
+            clauses.append(clause)
+            continue
+        named = [name for name in advice.group(1).split(" or ") if name in offered]
+        if named:
+            clauses.append(f"prefer {' or '.join(named)}{advice.group(2) or ''}")
+    return "; ".join(clauses)
 
 
 def _method(quant_type: str) -> str:
@@ -93,6 +106,7 @@ def measured_rows(recipe: Recipe, manifest: Manifest, kv_bytes: int | None) -> l
     """One row per passed artifact, with the sizes the build measured."""
     branch_of = recipe.publish.branch_of()
     rows = []
+    offered = {a.base_type or a.quant_type for a in manifest.passed_artifacts()}
     for artifact in manifest.passed_artifacts():
         branch = branch_of.get(artifact.quant_type, "main")
         parts = tuple(Path(p).name for p in artifact.shards) or (Path(artifact.path).name,)
@@ -106,7 +120,7 @@ def measured_rows(recipe: Recipe, manifest: Manifest, kv_bytes: int | None) -> l
                 size=format_bytes(artifact.size_bytes),
                 size_bytes=artifact.size_bytes,
                 max_ram=_ram(artifact.size_bytes, kv_bytes),
-                use_case=_use_case(artifact.base_type or artifact.quant_type),
+                use_case=_use_case(artifact.base_type or artifact.quant_type, offered),
                 branch=branch,
                 parts=parts,
             )
@@ -118,6 +132,7 @@ def estimated_rows(recipe: Recipe, parameters: int | None, kv_bytes: int | None)
     """One row per recipe type, sized from the parameter count and the type's nominal bits (marked ``~``)."""
     branch_of = recipe.publish.branch_of()
     rows = []
+    offered = {recipe.quantize.variant(name).type for name in recipe.quantize.names}
     for quant_type in recipe.quantize.names:
         entry = quants.CATALOGUE[recipe.quantize.variant(quant_type).type]
         size = round(parameters * entry.nominal_bpw / 8) if parameters else None
@@ -133,7 +148,7 @@ def estimated_rows(recipe: Recipe, parameters: int | None, kv_bytes: int | None)
                 size=f"~{format_bytes(size)}" if size else "unknown",
                 size_bytes=size,
                 max_ram=f"~{_ram(size, kv_bytes)}" if size and kv_bytes else "unknown",
-                use_case=entry.use_case,
+                use_case=_use_case(entry.name, offered),
                 branch=branch,
                 parts=(name,),
             )
