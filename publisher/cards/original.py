@@ -35,6 +35,7 @@ VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
 MD_LINK = re.compile(r"(!?)\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*<?([^)\s>]+)>?((?:\s+\"[^\"]*\")?\s*)\)")
 MD_REFERENCE = re.compile(r"^([ \t]{0,3}\[[^\]]+\]:[ \t]*)<?(\S+?)>?([ \t]|$)", re.MULTILINE)
 HTML_ATTRIBUTE = re.compile(r"(<(\w+)[^>]*?\s(src|href)\s*=\s*)([\"'])(.*?)\4", re.IGNORECASE | re.DOTALL)
+FENCED_CODE = re.compile(r"(^(?:`{3,}|~{3,})[^\n]*\n.*?^(?:`{3,}|~{3,})[ \t]*$)", re.DOTALL | re.MULTILINE)
 ABSOLUTE = re.compile(r"\A(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//|#)")
 
 
@@ -154,9 +155,14 @@ def absolute_links(text: str, base: str) -> str:
         image = name.lower() == "src"
         return f"{start}{quote}{_absolute(target, base, image)}{quote}"
 
-    text = MD_LINK.sub(markdown, text)
-    text = MD_REFERENCE.sub(reference, text)
-    return HTML_ATTRIBUTE.sub(attribute, text)
+    def rewrite(prose: str) -> str:
+        prose = MD_LINK.sub(markdown, prose)
+        prose = MD_REFERENCE.sub(reference, prose)
+        return HTML_ATTRIBUTE.sub(attribute, prose)
+
+    # Code blocks are examples, not links: they stay as written.
+    parts = FENCED_CODE.split(text)
+    return "".join(part if FENCED_CODE.fullmatch(part) else rewrite(part) for part in parts)
 
 
 def inert_markers(text: str) -> str:

@@ -109,3 +109,25 @@ def test_a_missing_repo_or_revision_is_one_line(hub: HubServer, tmp_path: Path) 
     proc = _build(branch, tmp_path / "work", hub, tmp_path)
     assert proc.returncode == 1
     assert "no such branch, tag or commit; fix source.revision" in proc.stderr
+
+
+def test_fetch_downloads_the_licence_files_and_records_them_for_publishing(hub: HubServer, tmp_path: Path) -> None:
+    source = tiny_source(tmp_path / "upload")
+    (source / "LICENSE").write_text("Tiny licence.\n", encoding="utf-8")
+    (source / "USE_POLICY.md").write_text("Use it kindly.\n", encoding="utf-8")
+    (source / "CONTRIBUTING.md").write_text("Not a licence.\n", encoding="utf-8")
+    _upload_source(hub, source)
+    recipe = recipe_variant(tmp_path / "recipes", "licensed", {"source.path": None, "source.repo": SOURCE_REPO})
+
+    proc = _build(recipe, tmp_path / "work", hub, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    build_dir = tmp_path / "work" / "licensed"
+    fetched = {p.name for p in (build_dir / "source").iterdir() if p.is_file()}
+    assert {"LICENSE", "USE_POLICY.md"} <= fetched and "CONTRIBUTING.md" not in fetched
+    manifest = load_manifest(build_dir)
+    assert manifest is not None and manifest.source is not None and manifest.source.facts is not None
+    recorded = {f.name: f for f in manifest.source.facts.licence_files}
+    assert sorted(recorded) == ["LICENSE", "USE_POLICY.md"]
+    for name, record in recorded.items():
+        assert record.path == f"licences/{name}"
+        assert sha256_file(build_dir / record.path) == sha256_file(source / name) == record.sha256

@@ -96,3 +96,13 @@ def test_a_given_source_folder_is_never_called_missing(tmp_path: Path) -> None:
     assert "no local copy" not in given
     assert "the local copy of it has neither safetensors files nor a `config.json`" in given
     assert "no local copy of it" in cards.render_card(recipe)
+
+
+def test_links_inside_code_blocks_stay_as_written() -> None:
+    readme = "See [docs](docs/a.md).\n\n```markdown\n[docs](docs/a.md)\n```\n"
+    card = embeddable_card(readme, repo="a/b")
+    assert card is not None
+    assert (
+        card.text
+        == "See [docs](https://huggingface.co/a/b/blob/main/docs/a.md).\n\n```markdown\n[docs](docs/a.md)\n```"
+    )
