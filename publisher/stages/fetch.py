@@ -20,7 +20,7 @@ from pathlib import Path
 from publisher import quants
 from publisher.errors import DiskSpaceError, SourceError
 from publisher.licences import is_licence_file
-from publisher.manifest import SourceRecord, fingerprint
+from publisher.manifest import SourceRecord, fingerprint, guard_write
 from publisher.report import format_bytes
 from publisher.source import licence_paths, read_facts, safetensors_stats, wanted_files
 from publisher.stages import BuildContext, Stage, register
@@ -271,15 +271,15 @@ class FetchStage(Stage):
 
 def _copy_licence_files(build_dir: Path, paths: list[Path]) -> list[Path]:
     """Copies of the licence files in ``<build>/licences/``, so the build holds everything it publishes."""
-    folder = build_dir / LICENCES_DIR
+    folder = guard_write(build_dir / LICENCES_DIR)
     if folder.is_dir():
-        shutil.rmtree(folder)
+        shutil.rmtree(folder)  # files the source no longer has are not published again
     if not paths:
         return []
     folder.mkdir(parents=True)
     copies = []
     for path in paths:
-        copy = folder / path.name
+        copy = guard_write(folder / path.name)
         shutil.copyfile(path, copy)
         copies.append(copy)
     return copies
