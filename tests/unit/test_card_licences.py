@@ -157,3 +157,13 @@ def test_the_kept_id_list_has_the_hub_ids_cards_use() -> None:
         assert key in ids, key
     assert ids["llama2"].use_policy == "https://ai.meta.com/llama/use-policy/"
     assert "other" in ids and ids["other"].url is None
+
+
+def test_a_known_id_is_named_and_linked_with_its_use_policy(tmp_path: Path) -> None:
+    recipe = recipe_variant(tmp_path, {"model": {"license": "llama2", "inherited_licenses": None}})
+    licensing = _licensing(cards.render_card(recipe))
+    assert (
+        "under the [Llama 2 Community License Agreement](https://ai.meta.com/llama/license/) (`llama2`), "
+        "with its [acceptable use policy](https://ai.meta.com/llama/use-policy/)."
+    ) in licensing
+    assert "beside the GGUF files" not in licensing  # no source folder, nothing listed: no files to name
