@@ -100,3 +100,17 @@ def render(template: str, prompt: str, system_message: str = "") -> str:
     """Fill a (named or literal) template with a prompt and a system message."""
     _title, text = resolve(template)
     return text.format(prompt=prompt, system_message=system_message)
+
+
+# The chat templates llama.cpp has built in, by the name `--chat-template` takes (llama-chat.cpp's
+# LLM_CHAT_TEMPLATES in the llama.cpp that llama-cpp-python 0.3.36 bundles; a unit test compares
+# this list with llama_chat_builtin_templates() of the installed library).
+LLAMA_CPP_TEMPLATES = (
+    "bailing", "bailing-think", "bailing2", "chatglm3", "chatglm4", "chatml", "command-r", "deepseek",
+    "deepseek-ocr", "deepseek2", "deepseek3", "exaone-moe", "exaone3", "exaone4", "falcon3", "gemma",
+    "gigachat", "glmedge", "gpt-oss", "granite", "granite-4.0", "granite-4.1", "grok-2", "hunyuan-dense",
+    "hunyuan-moe", "hunyuan-vl", "kimi-k2", "llama2", "llama2-sys", "llama2-sys-bos", "llama2-sys-strip",
+    "llama3", "llama4", "megrez", "minicpm", "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7",
+    "mistral-v7-tekken", "monarch", "openchat", "orion", "pangu-embedded", "phi3", "phi4", "rwkv-world",
+    "seed_oss", "smolvlm", "solar-open", "vicuna", "vicuna-orca", "yandex", "zephyr",
+)  # fmt: skip

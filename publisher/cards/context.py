@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from publisher import prompts, quants
-from publisher.cards import rows
+from publisher.cards import rows, run
 from publisher.cards.imatrix import imatrix_context
 from publisher.cards.licensing import licensing_context
 from publisher.cards.original import embeddable_card
@@ -94,6 +94,10 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
     title, template_text = prompts.resolve(model.prompt_template)
     example_prompt = recipe.smoke.prompts[0].prompt if recipe.smoke.prompts else EXAMPLE_PROMPT
     filled = template_text.format(system_message=model.system_message, prompt=example_prompt)
+    example = rows.example_file(files)
+    ngl = run.gpu_layers(arch.n_layers if arch else None)
+    mode = run.chat_mode(recipe, manifest, example)
+    run_options = run.RunOptions(context=context_length, ngl=ngl, raw_prompt=filled)
     original_repo = (model.base_model[0] if model.base_model else None) or recipe.source.repo
     methods_used = sorted({quants.CATALOGUE[f.method].method for f in files if f.method in quants.CATALOGUE} - {""})
     # Versions only: the CPU feature list is for the manifest, not for readers.
@@ -105,6 +109,7 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         "recipe_file": recipe.path.name if recipe.path else f"{recipe.build_name}.yaml",
         "recipe_sha256": recipe.fingerprint(),
         "repo_id": recipe.publish.repo_id,
+        "hub_url": rows.HUB,
         "title": recipe.card.title or f"{model.name} - GGUF",
         "model": {
             **model.model_dump(mode="json"),
@@ -134,7 +139,11 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         "has_branches": bool(recipe.publish.branches),
         "downloads": per_file,
         "branch_downloads": per_branch,
-        "example": rows.example_file(files),
+        "example": example,
+        "chat_mode": mode,
+        "hub_commands": run.hub_commands(recipe, example, mode, run_options) if example else [],
+        "local_commands": run.local_commands(recipe, example, mode, run_options) if example else [],
+        "branch_files": [f for f in files if f.branch != "main"],
         "example_prompt": example_prompt,
         "filled_prompt": filled,
         "llama_cpp": _llama_cpp_version(tools),
@@ -146,7 +155,7 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         "kv_cache_bytes": kv_bytes,
         "kv_cache": format_bytes(kv_bytes) if kv_bytes is not None else "unknown",
         "ram_overhead": f"{rows.RAM_OVERHEAD_BYTES / 1e9:.1f} GB",
-        "gpu_layers": arch.n_layers if arch else 99,
+        "gpu_layers": ngl,
         "source_known": source is not None and source.facts is not None,
         "original_card": _original_card(recipe, source),
         "licensing": licensing_context(recipe, source),

@@ -14,6 +14,7 @@ from pydantic import (
 
 from publisher import limits, quants
 from publisher.errors import RecipeError
+from publisher.recipe import naming
 from publisher.recipe.fields import (
     FieldProblem,
     StrictModel,
@@ -61,7 +62,7 @@ class Recipe(StrictModel):
         if self.imatrix is None:
             _needs_no_imatrix(self.quantize.types)
         if self.quantize.basename is None and (
-            problem := limits.name_problem(self.basename, limits.MAX_BASENAME_BYTES)
+            problem := naming.stem_problem(self.basename, limits.MAX_BASENAME_BYTES)
         ):
             raise FieldProblem(
                 f"the file name stem made from it, {self.basename!r}, {problem}; set quantize.basename",
@@ -73,6 +74,7 @@ class Recipe(StrictModel):
                 "prompt; lower max_tokens or raise smoke.context_length",
                 ("smoke", "max_tokens"),
             )
+        self._tags_find_their_files()
         for b, branch in enumerate(self.publish.branches):
             for t, name in enumerate(branch.types):
                 if name not in built:
@@ -107,7 +109,8 @@ class Recipe(StrictModel):
     @property
     def basename(self) -> str:
         """Stem of the artifact file names, e.g. ``causallm_14b`` for ``causallm_14b.Q4_K_M.gguf``."""
-        return self.quantize.basename or slug(self.model.name, sep="_")
+        quantize = self.quantize
+        return quantize.basename or naming.default_basename(self.model.name, quantize.naming, quantize.size_label)
 
     def resolve_path(self, value: str) -> Path:
         """A path from the recipe, taken relative to the recipe file's folder."""
@@ -134,7 +137,22 @@ class Recipe(StrictModel):
 
     def artifact_filename(self, quant_type: str) -> str:
         """The published file name of one quant type."""
-        return f"{self.basename}.{quant_type}.gguf"
+        return naming.filename(self.basename, quant_type, self.quantize.naming)
+
+    def _tags_find_their_files(self) -> None:
+        """Each type's tag must lead llama.cpp's ``-hf repo:TAG`` to that type's file and no other."""
+        branch_of = self.publish.branch_of()
+        names = self.quantize.names
+        for index, name in enumerate(names):
+            same_branch = [self.artifact_filename(n) for n in names if branch_of.get(n) == branch_of.get(name)]
+            picked = naming.llama_cpp_pick(same_branch, name)
+            if picked != self.artifact_filename(name):
+                where = ("quantize", "basename") if self.quantize.basename else ("quantize", "types", index)
+                raise FieldProblem(
+                    f"llama.cpp's -hf repo:{name} would open {picked or 'no file'} instead of "
+                    f"{self.artifact_filename(name)}; choose a basename or a variant name without another type's tag",
+                    where,
+                )
 
     def fingerprint(self) -> str:
         """sha256 of the validated recipe content (not of its formatting)."""

@@ -28,6 +28,7 @@ from publisher.recipe.fields import (
     _check_repo_id,
     branch_name_problem,
 )
+from publisher.recipe.naming import Naming, stem_problem
 
 
 class Source(StrictModel):
@@ -97,6 +98,11 @@ class Model(StrictModel):
         "chatml", description="A named template (chatml, llama-2-chat, vicuna, ...) or literal text with {prompt}"
     )
     system_message: str = Field("", description="Default system message for {system_message}")
+    llama_cpp_template: str | None = Field(
+        None,
+        description="A chat template built into llama.cpp (e.g. vicuna) that the card's chat commands pass "
+        "with --chat-template, for files whose own template is missing or wrong",
+    )
     context_length: limits.ContextLength = Field(
         4096, description="Context the card's RAM figures and run commands use"
     )
@@ -156,6 +162,18 @@ class Model(StrictModel):
                 raise FieldProblem(f"{name} is listed twice (also at license_files[{seen[name]}])", (index,))
             seen[name] = index
         return value
+
+    @field_validator("llama_cpp_template")
+    @classmethod
+    def _llama_cpp_template(cls, value: str | None) -> str | None:
+        if value is None or value in prompts.LLAMA_CPP_TEMPLATES:
+            return value
+        close = difflib.get_close_matches(value.strip().lower(), prompts.LLAMA_CPP_TEMPLATES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(
+            f"{value!r} is not a chat template built into llama.cpp{hint}; name one of llama.cpp's "
+            "(chatml, llama2, llama3, mistral-v7, vicuna, zephyr, ...: see README, 'Run commands')"
+        )
 
     @model_validator(mode="after")
     def _other_license_needs_name(self) -> Model:
@@ -249,6 +267,11 @@ class Quantize(StrictModel):
     )
     threads: limits.Threads | None = Field(None, description="Quantizer threads; 0 or unset: all cores")
     basename: str | None = Field(None, description="File name stem; default from model.name, e.g. causallm_14b")
+    naming: Naming = Field(
+        "thebloke",
+        description="File names: thebloke (causallm_14b.Q4_K_M.gguf) or llama.cpp (CausalLM-14B-Q4_K_M.gguf)",
+    )
+    size_label: str | None = Field(None, description="Size in llama.cpp-style names, e.g. 14B or 8x7B")
 
     @field_validator("types")
     @classmethod
@@ -264,8 +287,15 @@ class Quantize(StrictModel):
     @field_validator("basename")
     @classmethod
     def _basename(cls, value: str | None) -> str | None:
-        if value is not None and (problem := limits.name_problem(value, limits.MAX_BASENAME_BYTES)):
+        if value is not None and (problem := stem_problem(value, limits.MAX_BASENAME_BYTES)):
             raise ValueError(f"{value!r} is not a file name stem: {problem}")
+        return value
+
+    @field_validator("size_label")
+    @classmethod
+    def _size_label(cls, value: str | None) -> str | None:
+        if value is not None and (problem := stem_problem(value, 32)):
+            raise ValueError(f"{value!r} is not a size label such as 14B: {problem}")
         return value
 
     @property
