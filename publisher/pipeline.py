@@ -117,8 +117,42 @@ def _gguf_version() -> str | None:
     return base
 
 
+# Release tags (build numbers) of the llama.cpp commits llama-cpp-python bundles. A wheel built from
+# the sdist compiles in the right commit, but counts its build number in a one-commit clone (1).
+LLAMA_CPP_RELEASES = {"0c1e570": 11312}  # llama-cpp-python 0.3.36 (CHANGELOG: llama.cpp@0c1e57098)
+
+
+def _llama_cpp_build_info(package_dir: Path) -> tuple[int | None, str | None]:
+    """Build number and commit compiled into libllama-common (llama.cpp's common/build-info.cpp)."""
+    import ctypes
+
+    for folder in (package_dir / "lib", package_dir.parent / "lib"):
+        for path in sorted(folder.glob("libllama-common.so*")):
+            try:
+                lib = ctypes.CDLL(str(path))
+                number = ctypes.c_int.in_dll(lib, "LLAMA_BUILD_NUMBER").value
+                commit = ctypes.c_char_p.in_dll(lib, "LLAMA_COMMIT").value
+            except (OSError, ValueError):
+                continue
+            text = commit.decode(errors="replace") if commit else None
+            return number, text if text and text != "unknown" else None
+    return None, None
+
+
+def llama_cpp_release(library_version: str | None, number: int | None, commit: str | None) -> str | None:
+    """``b11312 (commit 0c1e570, library 0.5.0-dev)``: the release tag, the commit, the shared library's version."""
+    if commit and (number is None or number <= 1):
+        number = LLAMA_CPP_RELEASES.get(commit[:7])
+    parts = [f"commit {commit[:7]}"] if commit else []
+    if library_version:
+        parts.append(f"library {library_version}")
+    if number and number > 1:
+        return f"b{number}" + (f" ({', '.join(parts)})" if parts else "")
+    return ", ".join(parts) or None
+
+
 def _llama_cpp_build() -> tuple[str | None, str | None]:
-    """The llama.cpp version llama-cpp-python bundles, and the CPU features that build uses."""
+    """The llama.cpp llama-cpp-python bundles (release, commit, library version), and its CPU features."""
     if importlib.util.find_spec("llama_cpp") is None:
         return None, None
     import llama_cpp
@@ -130,7 +164,8 @@ def _llama_cpp_build() -> tuple[str | None, str | None]:
         raw = fn()
         return (raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)).strip(" |") or None
 
-    return text("llama_version"), text("llama_print_system_info")
+    number, commit = _llama_cpp_build_info(Path(llama_cpp.__file__).parent)
+    return llama_cpp_release(text("llama_version"), number, commit), text("llama_print_system_info")
 
 
 @cache

@@ -44,23 +44,36 @@ def creator_and_name(creator: str, name: str) -> str:
     return f"{creator}'s {name}"
 
 
-def _llama_cpp_version(tools: Mapping[str, str]) -> dict[str, str] | None:
-    """The llama.cpp that wrote the files, with a link to its release, commit or bundling package."""
+LLAMA_CPP = "https://github.com/ggml-org/llama.cpp"
+
+
+def _llama_cpp_version(tools: Mapping[str, str]) -> dict[str, str | None] | None:
+    """The llama.cpp that wrote the files: its release tag and commit, each linked, and the bundling package.
+
+    ``tools["llama.cpp"]`` reads ``b11312 (commit 0c1e570, library 0.5.0-dev)`` in builds since
+    the build number was recorded; older manifests hold the shared library's version alone.
+    """
     value = tools.get("llama.cpp")
     if not value:
         return None
     bindings = tools.get("llama-cpp-python", "")
     build = re.search(r"\bb(\d{3,6})\b", value)
-    commit = re.search(r"\b([0-9a-f]{7,40})\b", value)
-    if build:
-        url = f"https://github.com/ggml-org/llama.cpp/releases/tag/b{build.group(1)}"
-    elif commit:
-        url = f"https://github.com/ggml-org/llama.cpp/commit/{commit.group(1)}"
-    elif bindings:  # a version string alone does not name a commit; the bundling release does
-        url = f"https://github.com/abetlen/llama-cpp-python/releases/tag/v{bindings}"
+    commit = re.search(r"\bcommit ([0-9a-f]{7,40})\b", value) or re.fullmatch(r"([0-9a-f]{7,40})", value)
+    found = {
+        "build": f"b{build.group(1)}" if build else None,
+        "commit": commit.group(1)[:7] if commit else None,
+        "bindings": bindings,
+    }
+    if found["build"]:
+        found["version"], found["url"] = found["build"], f"{LLAMA_CPP}/releases/tag/{found['build']}"
+    elif found["commit"]:
+        found["version"], found["url"] = found["commit"], f"{LLAMA_CPP}/commit/{found['commit']}"
+    elif bindings:  # a library version alone names no commit; the bundling release does
+        found["version"], found["url"] = value, f"https://github.com/abetlen/llama-cpp-python/releases/tag/v{bindings}"
     else:
-        url = "https://github.com/ggml-org/llama.cpp"
-    return {"version": value, "url": url, "bindings": bindings}
+        found["version"], found["url"] = value, LLAMA_CPP
+    found["commit_url"] = f"{LLAMA_CPP}/commit/{found['commit']}" if found["commit"] else None
+    return found
 
 
 def _original_card(recipe: Recipe, source: SourceRecord | None) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from support.card_helpers import CARDS_FIXTURES, CAUSALLM_SOURCE, fake_build, recipe_variant
 
-from publisher import cards, prompts
+from publisher import cards, pipeline, prompts
 from publisher.cards import run
 from publisher.errors import RecipeError
 from publisher.manifest import Manifest, TemplateResult
@@ -22,9 +22,12 @@ BASE_MODEL = {"name": "CausalLM 14B Base", "prompt_template": "none", "system_me
 VICUNA = {"prompt_template": "vicuna", "llama_cpp_template": "vicuna", "system_message": "A chat."}
 
 
+LLAMA_CPP_TOOLS = {"llama.cpp": "b11312 (commit 0c1e570, library 0.5.0-dev)", "llama-cpp-python": "0.3.36"}
+
+
 def _with_template(manifest: Manifest, template: TemplateResult | None) -> Manifest:
     artifacts = {k: a.model_copy(update={"template": template}) for k, a in manifest.artifacts.items()}
-    return manifest.model_copy(update={"artifacts": artifacts})
+    return manifest.model_copy(update={"artifacts": artifacts, "tools": LLAMA_CPP_TOOLS})
 
 
 def _card(tmp_path: Path, model: dict[str, Any], template: TemplateResult | None) -> tuple[str, Recipe]:
@@ -199,3 +202,36 @@ def test_file_name_stem_refuses_separators_and_decomposed_text(tmp_path: Path) -
     for basename, why in (("a/b", "path separator"), ("cafe\u0301", "NFC"), ("a b", "a space")):
         with pytest.raises(RecipeError, match=why):
             recipe_variant(tmp_path, {"quantize": {"basename": basename}})
+
+
+# --- the llama.cpp build ----------------------------------------------------------------------
+
+
+def test_compatibility_names_llama_cpp_release_and_commit(tmp_path: Path) -> None:
+    text, _recipe = _card(tmp_path, {}, None)
+    compat = dict(cards.sections(text))["compatibility_gguf"]
+    release = "[b11312](https://github.com/ggml-org/llama.cpp/releases/tag/b11312)"
+    commit = "(commit [`0c1e570`](https://github.com/ggml-org/llama.cpp/commit/0c1e570))"
+    assert f"llama.cpp {release} {commit}, as bundled in llama-cpp-python 0.3.36, wrote these files." in compat
+
+
+@pytest.mark.parametrize(
+    ("library", "number", "commit", "expected"),
+    [
+        ("0.5.0-dev", 1, "0c1e570", "b11312 (commit 0c1e570, library 0.5.0-dev)"),  # shallow clone: looked up
+        ("0.5.0-dev", 6123, "abcdef1234", "b6123 (commit abcdef1, library 0.5.0-dev)"),
+        ("0.5.0-dev", 1, "1234567", "commit 1234567, library 0.5.0-dev"),  # unknown commit, no tag
+        ("0.5.0-dev", None, None, "library 0.5.0-dev"),
+        (None, None, None, None),
+    ],
+)
+def test_llama_cpp_release(library: str | None, number: int | None, commit: str | None, expected: str | None) -> None:
+    assert pipeline.llama_cpp_release(library, number, commit) == expected
+
+
+def test_tool_versions_record_the_bundled_llama_cpp_build() -> None:
+    pytest.importorskip("llama_cpp")
+    recorded = pipeline.tool_versions()["llama.cpp"]
+    found = re.fullmatch(r"b(\d+) \(commit ([0-9a-f]{7}), library \S+\)", recorded)
+    assert found, recorded
+    assert pipeline.LLAMA_CPP_RELEASES[found.group(2)] == int(found.group(1))
