@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Mapping
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import yaml
 
 from publisher.cards.environment import environment, template_error
 from publisher.cards.frontmatter import split_frontmatter, yaml_dump
+from publisher.cards.rows import HUB
 from publisher.errors import CardError
 from publisher.manifest import write_text_atomic
 
@@ -45,68 +44,27 @@ def preview(text: str, console: Any) -> None:
     console.print(Markdown(re.sub(r"<!--.*?-->\n?", "", body, flags=re.DOTALL)))
 
 
-_DROP_WITH_CONTENT = {"script", "style", "iframe", "object", "embed", "noscript", "template"}
-_DROP_TAG = {"base", "meta", "link", "form", "frame", "frameset"}
-_URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "poster", "background"}
-_VOID = {"area", "br", "col", "hr", "img", "input", "source", "track", "wbr"}
-
-
-class _Sanitizer(HTMLParser):
-    """Re-emit HTML without scripts, event handlers or ``javascript:`` URLs (inline HTML is kept)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip_depth = 0
-
-    def _attrs(self, attrs: list[tuple[str, str | None]]) -> str:
-        kept = []
-        for name, value in attrs:
-            name = name.lower()
-            if name.startswith("on") or name == "srcdoc":
-                continue
-            if name in _URL_ATTRS and value is not None:
-                scheme = re.sub(r"[\s\x00-\x1f]", "", value).lower()
-                if scheme.startswith(("javascript:", "vbscript:")) or (
-                    scheme.startswith("data:") and not scheme.startswith("data:image/")
-                ):
-                    continue
-            if name == "style" and value and re.search(r"expression\s*\(|javascript:|url\s*\(", value, re.I):
-                continue
-            kept.append(f' {name}="{html.escape(value, quote=True)}"' if value is not None else f" {name}")
-        return "".join(kept)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _DROP_WITH_CONTENT:
-            self.skip_depth += 1
-        elif not self.skip_depth and tag not in _DROP_TAG:
-            self.out.append(f"<{tag}{self._attrs(attrs)}>")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if not self.skip_depth and tag not in _DROP_TAG | _DROP_WITH_CONTENT:
-            self.out.append(f"<{tag}{self._attrs(attrs)}>")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _DROP_WITH_CONTENT:
-            self.skip_depth = max(0, self.skip_depth - 1)
-        elif not self.skip_depth and tag not in _DROP_TAG and tag not in _VOID:
-            self.out.append(f"</{tag}>")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip_depth:
-            self.out.append(html.escape(data, quote=False))
-
-    def handle_comment(self, data: str) -> None:
-        if not self.skip_depth:
-            self.out.append(f"<!--{data.replace('--', '- -')}-->")
+# What the Hub's card renderer keeps: Ammonia's (nh3's) safe defaults, plus heading anchors, image sizes
+# and table cell alignment. Scripts, event handlers, javascript: URLs and comments go.
+_ATTRIBUTES = {
+    **{f"h{n}": {"id"} for n in range(1, 7)},
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"style", "align"},
+    "th": {"style", "align"},
+}
 
 
 def sanitize_html(markup: str) -> str:
-    """``markup`` without ``<script>`` (and similar) elements, ``on*`` handlers and script URLs."""
-    parser = _Sanitizer()
-    parser.feed(markup)
-    parser.close()
-    return "".join(parser.out)
+    """``markup`` as Ammonia (nh3) cleans it: no ``<script>``, ``on*`` handlers, script URLs or comments."""
+    import nh3
+
+    return nh3.clean(
+        markup,
+        attributes=_ATTRIBUTES,
+        filter_style_properties={"text-align"},
+        url_schemes={"http", "https", "mailto"},
+    )
 
 
 def heading_slug(text: str) -> str:
@@ -134,20 +92,50 @@ def markdown_to_html(body: str) -> str:
     return sanitize_html(md.renderer.render(tokens, md.options, {}))
 
 
-def _metadata_items(data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    items = []
-    for key, value in data.items():
-        if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-            items.append({"key": key, "kind": "chips", "values": [str(v) for v in value]})
-        elif isinstance(value, str) and "\n" in value:
-            items.append({"key": key, "kind": "pre", "value": value})
-        elif isinstance(value, str | int | float | bool):
-            items.append(
-                {"key": key, "kind": "text", "value": str(value).lower() if isinstance(value, bool) else str(value)}
-            )
-        else:
-            items.append({"key": key, "kind": "pre", "value": yaml_dump(value, sort_keys=False).strip()})
-    return items
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _eval_results(index: Any) -> list[dict[str, str]]:
+    """``(name, value)`` of every metric in a ``model-index``, as the Hub's evaluation results panel lists them."""
+    rows = []
+    for model in index if isinstance(index, list) else []:
+        for result in model.get("results", []) if isinstance(model, dict) else []:
+            dataset = (result.get("dataset") or {}).get("name", "") if isinstance(result, dict) else ""
+            for metric in result.get("metrics", []) if isinstance(result, dict) else []:
+                if isinstance(metric, dict):
+                    name = str(metric.get("name") or metric.get("type", ""))
+                    rows.append({"name": name, "value": str(metric.get("value", "")), "dataset": str(dataset)})
+    return rows
+
+
+def sidebar(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The Hub's side panel from a card's frontmatter: chips, datasets, the model tree, evaluation results."""
+    license_id = data.get("license")
+    licence = None
+    if license_id:
+        name = data.get("license_name") if license_id == "other" else None
+        link = str(data.get("license_link") or "")
+        licence = {"text": str(name or license_id), "link": link if link.startswith(("https://", "http://")) else None}
+    shown = {"license", "license_name", "license_link", "language", "tags", "datasets", "base_model"}
+    shown |= {"base_model_relation", "model-index", "pipeline_tag", "model_name"}
+    return {
+        "license": licence,
+        "pipeline": data.get("pipeline_tag"),
+        "languages": _as_list(data.get("language")),
+        "tags": _as_list(data.get("tags")),
+        "datasets": [{"id": d, "url": f"{HUB}/datasets/{d}"} for d in _as_list(data.get("datasets"))],
+        "base_models": [{"id": b, "url": f"{HUB}/{b}"} for b in _as_list(data.get("base_model"))],
+        "relation": data.get("base_model_relation") or "finetune",
+        "evals": _eval_results(data.get("model-index")),
+        "other": [
+            {"key": str(k), "value": v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}
+            for k, v in data.items()
+            if k not in shown
+        ],
+    }
 
 
 def card_html(text: str, *, title: str | None = None) -> str:
@@ -162,7 +150,7 @@ def card_html(text: str, *, title: str | None = None) -> str:
     try:
         return env.get_template(HTML_TEMPLATE).render(
             title=title or str(data.get("model_name", "Model card")),
-            items=_metadata_items(data),
+            side=sidebar(data),
             body=markdown_to_html(body),
         )
     except jinja2.TemplateError as err:
