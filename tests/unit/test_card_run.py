@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.card_helpers import CARDS_FIXTURES, CAUSALLM_SOURCE, fake_build, recipe_variant
+from support.card_helpers import CAUSALLM_SOURCE, fake_build, recipe_variant
+from support.golden import assert_golden
 
 from publisher import cards, pipeline, prompts
 from publisher.cards import run
@@ -40,14 +40,6 @@ def _run_section(text: str) -> str:
     return dict(cards.sections(text))["README_GGUF.md-how-to-run"]
 
 
-def _golden(name: str, text: str) -> None:
-    path = CARDS_FIXTURES / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"golden card {name} missing: run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(encoding="utf-8")
-
-
 def test_base_model_without_chat_template_gets_completion_commands(tmp_path: Path) -> None:
     text, _recipe = _card(tmp_path, BASE_MODEL, TemplateResult(checked=False))
     section = _run_section(text)
@@ -55,7 +47,7 @@ def test_base_model_without_chat_template_gets_completion_commands(tmp_path: Pat
     assert "llama-completion -hf publisher/CausalLM-14B-GGUF:Q4_0 -c 4096 -ngl 41 -n 256 -no-cnv -p " in section
     assert "found no working chat template" in section
     assert "--chat-template" not in section
-    _golden("base-model-no-chat-template.md", text)
+    assert_golden("base-model-no-chat-template", text)
 
 
 def test_named_llama_cpp_template_is_passed_to_every_chat_command(tmp_path: Path) -> None:
@@ -65,7 +57,7 @@ def test_named_llama_cpp_template_is_passed_to_every_chat_command(tmp_path: Path
     hub = "llama-cli -hf publisher/CausalLM-14B-GGUF:Q4_0 -c 4096 -ngl 41"
     assert f"{hub} --chat-template vicuna -sys 'A chat.'" in section
     assert "llama-cli -m 'causallm_14b.Q4_0.gguf' -c 4096 -ngl 41 --chat-template vicuna -sys 'A chat.'" in section
-    _golden("vicuna-template.md", text)
+    assert_golden("vicuna-template", text)
 
 
 def test_chat_template_proven_by_smoke_gives_chat_commands(tmp_path: Path) -> None:
@@ -162,7 +154,7 @@ def test_unicode_model_name_keeps_its_letters_in_file_names(tmp_path: Path) -> N
     assert "llama-cli -m '模型_七号.Q4_0.gguf' " in section
     assert naming.llama_cpp_pick(cards.names_in_table(text), "Q4_0") == "模型_七号.Q4_0.gguf"
     assert cards.check_card(text, recipe, manifest, tmp_path / "build") == []
-    _golden("unicode-model-name.md", text)
+    assert_golden("unicode-model-name", text)
 
 
 def test_llama_cpp_naming_convention(tmp_path: Path) -> None:
