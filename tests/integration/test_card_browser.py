@@ -136,7 +136,7 @@ def test_html_preview_renders_tables_in_chromium(tmp_path: Path) -> None:
     assert '<a class="chip base-model" href="https://huggingface.co/CausalLM/14B">CausalLM/14B</a>' in dom
     assert "Quantized (this model)" in dom
     assert '<a class="chip dataset" href="https://huggingface.co/datasets/Open-Orca/OpenOrca">' in dom
-    assert "Perplexity (Q4_0) on publisher-sample-text" in dom
+    assert "Perplexity (Q4_0) on publisher" in dom
     assert "base_model_relation" not in dom  # chips and the tree, not raw YAML
     assert '<h2 id="provided-files">Provided files</h2>' in dom
 
