@@ -95,6 +95,16 @@ def test_file_on_a_branch_is_run_by_url_and_tag_tools_are_not_offered(tmp_path: 
     assert "ollama run" not in section and "lms get" not in section and "-hf " not in section
 
 
+def test_files_on_other_branches_are_named_with_the_way_to_reach_them(tmp_path: Path) -> None:
+    branches = {"branches": [{"name": "q8", "types": ["Q8_0"], "description": "8-bit"}]}
+    recipe = recipe_variant(tmp_path, {"publish": branches, "quantize": {"types": list(SIZES)}})
+    manifest = _with_template(fake_build(recipe, tmp_path / "build", SIZES), TemplateResult(checked=True))
+    section = _run_section(cards.render_card(recipe, manifest, source_dir=CAUSALLM_SOURCE))
+    assert "llama-server -hf publisher/CausalLM-14B-GGUF:Q4_0 " in section  # the example stays on main
+    assert "Files on other branches (`causallm_14b.Q8_0.gguf`) cannot be reached by quant tag" in section
+    assert "-mu https://huggingface.co/publisher/CausalLM-14B-GGUF/resolve/BRANCH/FILE" in section
+
+
 def test_split_file_on_main_is_found_by_its_tag(tmp_path: Path) -> None:
     recipe = recipe_variant(tmp_path, {"quantize": {"types": ["Q8_0"]}})
     build = tmp_path / "build"
