@@ -1,4 +1,4 @@
-"""Importance matrices in llama.cpp's GGUF format: locate the tools, read, check and hand to the quantizer.
+"""Importance matrices in llama.cpp's GGUF format: read, check and hand to the quantizer.
 
 An imatrix file (``general.type = imatrix``) holds, for every matmul weight llama-imatrix saw,
 ``<tensor>.in_sum2`` (the sum of squared input activations per column, one row per expert) and
@@ -10,9 +10,6 @@ tokens), so quantizing in-process with our data gives the same bytes as ``llama-
 
 from __future__ import annotations
 
-import ctypes
-import importlib.metadata
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from publisher.errors import PublisherError
+from publisher.runtimes import llama_cpp
 
-TOOLS_ENV = "PUBLISHER_LLAMA_TOOLS"
 SUMS = ".in_sum2"
 COUNTS = ".counts"
 KEY_DATASETS = "imatrix.datasets"
@@ -33,26 +30,10 @@ KEY_FILE = "quantize.imatrix.file"
 KEY_DATASET = "quantize.imatrix.dataset"
 KEY_ENTRIES = "quantize.imatrix.entries_count"
 KEY_CHUNKS = "quantize.imatrix.chunks_count"
-KV_STR_MAX = 127  # llama_model_kv_override.val_str holds 128 bytes with the terminator
 
 
 class ImatrixError(PublisherError):
     """An importance matrix that cannot be computed, read, or used with this model."""
-
-
-def tools_dir() -> Path:
-    """Where ``make tools`` puts llama-imatrix and llama-quantize, keyed by llama-cpp-python's version."""
-    override = os.environ.get(TOOLS_ENV)
-    if override:
-        return Path(override).expanduser()
-    version = importlib.metadata.version("llama-cpp-python")
-    return Path.home() / ".cache" / "publisher" / "llama-tools" / version
-
-
-def tool(name: str) -> Path | None:
-    """The built llama.cpp program ``name`` (llama-imatrix, llama-quantize), or ``None`` when not built."""
-    path = tools_dir() / "bin" / name
-    return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
 Floats = npt.NDArray[np.float32]
@@ -198,43 +179,12 @@ def quantizer_data(matrix: Imatrix, model: Path) -> dict[str, Floats]:
     return data
 
 
-class QuantizerImatrix:
-    """ctypes arrays for ``llama_model_quantize_params``: importance data and the four quantize.imatrix.* keys.
-
-    Holds every buffer the C arrays point into; keep the object alive for the whole quantize call.
-    """
-
-    def __init__(self, matrix: Imatrix, data: dict[str, Floats], file_name: str) -> None:
-        import llama_cpp
-
-        self._buffers = [np.ascontiguousarray(v, dtype=np.float32) for v in data.values()]
-        self._names = [name.encode() for name in data]
-        self.entries = (llama_cpp.llama_model_imatrix_data * (len(data) + 1))()
-        for slot, (name, buffer) in enumerate(zip(self._names, self._buffers, strict=True)):
-            self.entries[slot].name = name
-            self.entries[slot].data = buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            self.entries[slot].size = buffer.size
-        self.entries[len(data)].name = None  # the terminator
-        overrides: list[tuple[str, str | int]] = [(KEY_FILE, file_name)]
-        if matrix.datasets:
-            overrides.append((KEY_DATASET, matrix.datasets[0]))
-        overrides.append((KEY_ENTRIES, len(matrix.sums)))
-        if matrix.chunk_count > 0:
-            overrides.append((KEY_CHUNKS, matrix.chunk_count))
-        self.kv_overrides = (llama_cpp.llama_model_kv_override * (len(overrides) + 1))()
-        for slot, (key, value) in enumerate(overrides):
-            item = self.kv_overrides[slot]
-            item.key = key.encode()
-            union: Any = item.value  # a ctypes union; llama-cpp-python annotates it as the Python value
-            if isinstance(value, str):
-                item.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
-                union.val_str = value.encode()[:KV_STR_MAX]
-            else:
-                item.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
-                union.val_i64 = value
-        self.kv_overrides[len(overrides)].key = b""  # the terminator
-
-    def apply(self, params: Any) -> None:
-        """Point ``params`` (llama_model_quantize_params) at the arrays."""
-        params.imatrix = ctypes.cast(self.entries, ctypes.POINTER(type(self.entries[0])))
-        params.kv_overrides = ctypes.cast(self.kv_overrides, ctypes.POINTER(type(self.kv_overrides[0])))
+def quantizer_imatrix(matrix: Imatrix, data: dict[str, Floats], file_name: str) -> llama_cpp.QuantizerImatrix:
+    """The quantizer's arrays for ``data``, with the four quantize.imatrix.* keys llama-quantize writes."""
+    keys: list[tuple[str, str | int]] = [(KEY_FILE, file_name)]
+    if matrix.datasets:
+        keys.append((KEY_DATASET, matrix.datasets[0]))
+    keys.append((KEY_ENTRIES, len(matrix.sums)))
+    if matrix.chunk_count > 0:
+        keys.append((KEY_CHUNKS, matrix.chunk_count))
+    return llama_cpp.QuantizerImatrix(data, keys)

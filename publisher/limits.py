@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, WithJsonSchema
 
-from publisher import quants
+from publisher.formats import gguf_quants
 
 if TYPE_CHECKING:
     from publisher.recipe import Recipe
@@ -122,7 +122,7 @@ def trained_context(source: Path) -> int | None:
 NAME_MAX_BYTES = 255  # the file-name limit of ext4, xfs, btrfs, tmpfs and NTFS
 # The longest name a build writes from its basename: a temporary shard of the longest quant type,
 # ".<basename>.<TYPE>-00001-of-00001.gguf.<8 random>.partial".
-_LONGEST_TYPE = max(len(name) for name in quants.CATALOGUE)
+_LONGEST_TYPE = max(len(name) for name in gguf_quants.CATALOGUE)
 BASENAME_OVERHEAD = len(f"..{'X' * _LONGEST_TYPE}-00001-of-00001.gguf.XXXXXXXX.partial")
 MAX_BASENAME_BYTES = NAME_MAX_BYTES - BASENAME_OVERHEAD
 

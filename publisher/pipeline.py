@@ -31,8 +31,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from publisher import __version__, quants, report
+from publisher import __version__, report
 from publisher.errors import PublisherError, SmokeTestError
+from publisher.formats import gguf_quants
 from publisher.manifest import (
     Artifact,
     Manifest,
@@ -200,7 +201,7 @@ def _normalise_types(recipe: Recipe, only_types: Iterable[str] | None) -> frozen
         name = built.get(raw.strip().upper())
         if name is None:
             try:
-                name = quants.lookup(raw).name
+                name = gguf_quants.lookup(raw).name
             except ValueError as err:
                 raise PublisherError(f"--only {raw}: {err}") from None
         if name not in recipe.quantize.names:

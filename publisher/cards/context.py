@@ -13,12 +13,13 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
 
-from publisher import prompts, quants
+from publisher import prompts
 from publisher.cards import rows, run
 from publisher.cards.imatrix import imatrix_context
 from publisher.cards.licensing import licensing_context
 from publisher.cards.original import embeddable_card
 from publisher.cards.text import code_fence
+from publisher.formats import gguf_quants
 from publisher.manifest import Manifest, SourceRecord
 from publisher.recipe import Recipe
 from publisher.report import format_bytes
@@ -112,7 +113,9 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
     mode = run.chat_mode(recipe, manifest, example)
     run_options = run.RunOptions(context=context_length, ngl=ngl, raw_prompt=filled)
     original_repo = (model.base_model[0] if model.base_model else None) or recipe.source.repo
-    methods_used = sorted({quants.CATALOGUE[f.method].method for f in files if f.method in quants.CATALOGUE} - {""})
+    methods_used = sorted(
+        {gguf_quants.CATALOGUE[f.method].method for f in files if f.method in gguf_quants.CATALOGUE} - {""}
+    )
     # Versions only: the CPU feature list is for the manifest, not for readers.
     tools = {k: v for k, v in (manifest.tools if manifest else {}).items() if "system info" not in k}
     related = [r.model_dump() for r in recipe.card.related]
@@ -147,7 +150,7 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         if manifest and manifest.reference
         else recipe.convert.outtype.upper(),
         "quality_settings": recipe.smoke.quality.model_dump(mode="json"),
-        "methods": [{"name": m, "text": quants.METHODS[m]} for m in methods_used if m in quants.METHODS],
+        "methods": [{"name": m, "text": gguf_quants.METHODS[m]} for m in methods_used if m in gguf_quants.METHODS],
         "branches": branches,
         "has_branches": bool(recipe.publish.branches),
         "downloads": per_file,

@@ -6,8 +6,9 @@ import dataclasses
 import re
 from pathlib import Path
 
-from publisher import quants, report
+from publisher import report
 from publisher.cards.text import shell_quote
+from publisher.formats import gguf_quants
 from publisher.manifest import Artifact, Manifest
 from publisher.recipe import Recipe
 from publisher.report import format_bytes
@@ -76,7 +77,7 @@ def _file_url(repo_id: str, branch: str, name: str) -> str:
 
 def _use_case(quant_type: str, offered: set[str]) -> str:
     """The catalogue's use case, its advice to prefer other types cut down to the types this repo offers."""
-    entry = quants.CATALOGUE.get(quant_type)
+    entry = gguf_quants.CATALOGUE.get(quant_type)
     if entry is None:
         return ""
     clauses = []
@@ -92,7 +93,7 @@ def _use_case(quant_type: str, offered: set[str]) -> str:
 
 
 def _method(quant_type: str) -> str:
-    entry = quants.CATALOGUE.get(quant_type)
+    entry = gguf_quants.CATALOGUE.get(quant_type)
     return entry.name if entry else quant_type
 
 
@@ -134,7 +135,7 @@ def estimated_rows(recipe: Recipe, parameters: int | None, kv_bytes: int | None)
     rows = []
     offered = {recipe.quantize.variant(name).type for name in recipe.quantize.names}
     for quant_type in recipe.quantize.names:
-        entry = quants.CATALOGUE[recipe.quantize.variant(quant_type).type]
+        entry = gguf_quants.CATALOGUE[recipe.quantize.variant(quant_type).type]
         size = round(parameters * entry.nominal_bpw / 8) if parameters else None
         name = recipe.artifact_filename(quant_type)
         branch = branch_of.get(quant_type, "main")
@@ -260,5 +261,7 @@ def example_file(files: list[FileRow]) -> FileRow | None:
             return f
     return min(
         files,
-        key=lambda f: abs(quants.CATALOGUE[f.quant_type].nominal_bpw - 4.9) if f.quant_type in quants.CATALOGUE else 99,
+        key=lambda f: (
+            abs(gguf_quants.CATALOGUE[f.quant_type].nominal_bpw - 4.9) if f.quant_type in gguf_quants.CATALOGUE else 99
+        ),
     )

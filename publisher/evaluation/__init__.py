@@ -3,10 +3,10 @@
 Everything here runs the real llama.cpp through llama-cpp-python; nothing is simulated.
 """
 
-from publisher.evaluation._llama import ModelLoadError
 from publisher.evaluation.parity import template_parity, tokenizer_parity
 from publisher.evaluation.quality import compute_reference_logits, measure_quality, reference_quality
 from publisher.evaluation.smoke import smoke_problems, smoke_test
+from publisher.runtimes.llama_cpp import ModelLoadError
 
 __all__ = [
     "ModelLoadError",

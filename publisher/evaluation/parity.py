@@ -19,12 +19,12 @@ from typing import Any, Literal, Protocol, cast
 
 from publisher import prompts
 from publisher.errors import SmokeTestError
-from publisher.evaluation._llama import open_model, token_piece, vocab
 from publisher.evaluation.smoke import prompts_of, system_message
 from publisher.evaluation.special_tokens import compare_specials, source_specials
 from publisher.evaluation.template_source import compare_template_source
 from publisher.manifest import TemplateResult, TokenizerResult
 from publisher.recipe import Recipe
+from publisher.runtimes.llama_cpp import open_model, token_piece, vocab
 
 PROBES_FILE = "parity_probes.json"
 UNICODE_FORMS: tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...] = ("NFC", "NFD", "NFKC", "NFKD")

@@ -33,9 +33,9 @@ import numpy as np
 import numpy.typing as npt
 
 from publisher.errors import SmokeTestError
-from publisher.evaluation._llama import open_model
 from publisher.manifest import QualityResult, atomic_path
 from publisher.recipe import Recipe
+from publisher.runtimes.llama_cpp import open_model
 
 TOP_K = 1024
 FULL_LIMIT = 64 * 1024 * 1024  # stored log-probs (128 MiB as float16) before top-k takes over

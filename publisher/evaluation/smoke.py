@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from publisher import prompts
-from publisher.evaluation._llama import PeakMemory, open_model, vocab
 from publisher.manifest import SmokeAnswer, SmokeResult
 from publisher.recipe import Expectation, Recipe, SmokePrompt
+from publisher.runtimes.llama_cpp import open_model, vocab
+from publisher.runtimes.memory import PeakMemory
 
 # Asked when a recipe lists no smoke prompts, so that load, generation and speed are still tried.
 DEFAULT_PROMPT = "Write one sentence about the sea."
@@ -160,7 +161,7 @@ def smoke_test(gguf: Path, recipe: Recipe, quant_type: str) -> SmokeResult:
 
     ``tokens_per_s`` and ``prompt_tokens_per_s`` are llama.cpp's own timings over all prompts;
     ``peak_rss_bytes`` is the resident memory that loading and generating added to the process
-    (see :class:`~publisher.evaluation._llama.PeakMemory`). Raises
+    (see :class:`~publisher.runtimes.memory.PeakMemory`). Raises
     :class:`~publisher.errors.SmokeTestError` when the file cannot be loaded at all.
     """
     smoke = recipe.smoke

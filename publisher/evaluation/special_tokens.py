@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from publisher.evaluation._llama import token_piece, vocab
+from publisher.runtimes.llama_cpp import token_piece, vocab
 
 ROLES = ("bos", "eos", "eot", "pad", "unk")
 SOURCE_ROLES = ("bos", "eos", "pad", "unk")  # transformers has no end-of-turn role

@@ -11,7 +11,8 @@ from pydantic import (
     ConfigDict,
 )
 
-from publisher import limits, quants
+from publisher import limits
+from publisher.formats import gguf_quants
 
 MAX_RECIPE_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 100_000
@@ -57,7 +58,7 @@ RepoId = Annotated[str, BeforeValidator(lambda v: _check_repo_id(v) if isinstanc
 
 
 def _quant_name(value: Any) -> Any:
-    return quants.lookup(value).name if isinstance(value, str) else value
+    return gguf_quants.lookup(value).name if isinstance(value, str) else value
 
 
 QuantName = Annotated[str, BeforeValidator(_quant_name)]
@@ -68,8 +69,8 @@ def _artifact_name(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return quants.lookup(value).name
-    except quants.UnknownQuantType:
+        return gguf_quants.lookup(value).name
+    except gguf_quants.UnknownQuantType:
         if limits.name_problem(value) is None:
             return value
         raise
@@ -80,7 +81,7 @@ ArtifactName = Annotated[str, BeforeValidator(_artifact_name)]
 
 def _tensor_type_name(value: Any) -> Any:
     if isinstance(value, str):
-        quants.tensor_type(value)
+        gguf_quants.tensor_type(value)
         return value.strip().upper()
     return value
 

@@ -12,8 +12,9 @@ from pydantic import (
     model_validator,
 )
 
-from publisher import limits, quants
+from publisher import limits
 from publisher.errors import RecipeError
+from publisher.formats import gguf_quants
 from publisher.recipe import naming
 from publisher.recipe.fields import (
     FieldProblem,
@@ -164,8 +165,8 @@ class Recipe(StrictModel):
 def _not_built(name: str) -> str:
     """Why a name listed outside quantize.types is wrong: a typo of a type, or a type not built."""
     try:
-        quants.lookup(name)
-    except quants.UnknownQuantType as err:
+        gguf_quants.lookup(name)
+    except gguf_quants.UnknownQuantType as err:
         return str(err)
     return f"{name} is not built: add it to quantize.types or drop it here"
 
@@ -177,7 +178,7 @@ def _needs_no_imatrix(entries: list[str | QuantVariant]) -> None:
     """Refuse the types and tensor types llama.cpp will not write without an importance matrix."""
     for index, entry in enumerate(entries):
         variant = entry if isinstance(entry, QuantVariant) else None
-        base = quants.CATALOGUE[variant.type if variant else str(entry)]
+        base = gguf_quants.CATALOGUE[variant.type if variant else str(entry)]
         if base.needs_imatrix:
             where: tuple[int | str, ...] = ("quantize", "types", index) + (("type",) if variant else ())
             raise FieldProblem(
@@ -186,7 +187,7 @@ def _needs_no_imatrix(entries: list[str | QuantVariant]) -> None:
                 where,
             )
         for pattern, kind in (variant.tensor_types if variant else {}).items():
-            if kind in quants.IMATRIX_TENSOR_TYPES:
+            if kind in gguf_quants.IMATRIX_TENSOR_TYPES:
                 raise FieldProblem(
                     f"tensor type {kind} needs an importance matrix: {_IMATRIX_FIX}, or pick another type",
                     ("quantize", "types", index, "tensor_types", pattern),

@@ -15,7 +15,8 @@ from pydantic import (
     model_validator,
 )
 
-from publisher import licences, limits, prompts, quants
+from publisher import licences, limits, prompts
+from publisher.formats import gguf_quants
 from publisher.recipe.fields import (
     LANGUAGE,
     ArtifactName,
@@ -228,7 +229,7 @@ class QuantVariant(StrictModel):
         if problem := limits.name_problem(value):
             raise ValueError(f"{value!r} is not a file name part: {problem}")
         key = value.upper()
-        if key in quants.CATALOGUE or key in quants.ALIASES:
+        if key in gguf_quants.CATALOGUE or key in gguf_quants.ALIASES:
             raise ValueError(f"{value!r} is llama.cpp's own type; give the variant a name of its own, e.g. {key}_L")
         return value
 

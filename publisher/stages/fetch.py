@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from publisher import quants
 from publisher.errors import DiskSpaceError, SourceError
+from publisher.formats import gguf_quants
 from publisher.licences import is_licence_file
 from publisher.manifest import SourceRecord, fingerprint, guard_write
 from publisher.report import format_bytes
@@ -67,7 +67,7 @@ def estimate(
         download=download,
         reference=int(parameters * OUTTYPE_BYTES[outtype]),
         reference_type=outtype.upper(),
-        quants={t: int(parameters * quants.lookup(base.get(t, t)).nominal_bpw / 8) for t in types},
+        quants={t: int(parameters * gguf_quants.lookup(base.get(t, t)).nominal_bpw / 8) for t in types},
     )
 
 

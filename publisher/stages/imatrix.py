@@ -26,6 +26,7 @@ from publisher.errors import ManifestError
 from publisher.importance import ImatrixError
 from publisher.manifest import ImatrixRecord, atomic_path, fingerprint, write_text_atomic
 from publisher.recipe import Recipe
+from publisher.runtimes import llama_cpp
 from publisher.stages import BuildContext, Stage, register
 
 KEY = "imatrix"
@@ -129,11 +130,11 @@ def run_imatrix(ctx: BuildContext, reference: Path, text_file: Path, out: Path, 
     """Run llama-imatrix in the build folder, showing its progress per chunk; ``ImatrixError`` on failure."""
     spec = ctx.recipe.imatrix
     assert spec is not None
-    program = importance.tool("llama-imatrix")
+    program = llama_cpp.tool("llama-imatrix")
     if program is None:
         raise ImatrixError(
-            f"llama-imatrix is not built in {importance.tools_dir()}; run `make tools` "
-            f"(or set {importance.TOOLS_ENV}), or give imatrix.file"
+            f"llama-imatrix is not built in {llama_cpp.tools_dir()}; run `make tools` "
+            f"(or set {llama_cpp.TOOLS_ENV}), or give imatrix.file"
         )
     # Relative names: the text's name is what the matrix (and every quant) records as its dataset.
     cmd = [str(program), "-m", reference.name, "-f", text_file.name, "-o", out.name]

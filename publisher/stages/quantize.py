@@ -1,6 +1,6 @@
 """quantize: llama.cpp's own quantizer makes each selected type (or variant) from the reference GGUF.
 
-``llama_cpp.llama_model_quantize`` runs in a worker thread (the ctypes call releases the GIL) while
+``llama_model_quantize`` (through ``publisher.runtimes.llama_cpp``) runs in a worker thread while
 the main thread shows progress from llama.cpp's per-tensor log lines, which are also kept in
 ``logs/quantize-<TYPE>.log``. With an importance matrix (the imatrix stage) its data and the four
 ``quantize.imatrix.*`` keys go in through ``params.imatrix`` and ``params.kv_overrides`` exactly as
@@ -12,21 +12,19 @@ from the file's tensor types) are then recorded.
 
 from __future__ import annotations
 
-import ctypes
 import re
 import shutil
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from publisher import gguf_info, importance, quants
+from publisher import gguf_info, importance
 from publisher.errors import ManifestError, QuantizationError
-from publisher.evaluation._llama import LlamaLog, llama_log
+from publisher.formats import gguf_quants
 from publisher.manifest import Artifact, atomic_path, disk_full_error, fingerprint, guard_write
-from publisher.recipe import QuantVariant
+from publisher.runtimes import llama_cpp
+from publisher.runtimes.llama_cpp import LlamaLog
 from publisher.stages import BuildContext, Stage, register
 
 # Free bytes under which a failed quantization is blamed on a full disk (llama.cpp does not say).
@@ -46,7 +44,7 @@ def settings(ctx: BuildContext, quant_type: str) -> str:
     ref = ctx.manifest.reference
     tools = ctx.manifest.tools
     variant = ctx.recipe.quantize.variant(quant_type)
-    entry = quants.lookup(variant.type)
+    entry = gguf_quants.lookup(variant.type)
     return fingerprint(
         "quantize",
         entry.name,
@@ -92,71 +90,42 @@ def _last_error(log: LlamaLog) -> str:
     return (said or (tell or rest or ["no output from llama.cpp"])[-1])[:300]
 
 
-def tensor_overrides(variant: QuantVariant) -> Any:
-    """``llama_model_tensor_override`` array (NULL-pattern terminated) for a variant's tensor types, or None."""
-    import llama_cpp
-
-    if not variant.tensor_types:
-        return None
-    items = (llama_cpp.llama_model_tensor_override * (len(variant.tensor_types) + 1))()
-    for slot, (pattern, kind) in enumerate(variant.tensor_types.items()):
-        items[slot].pattern = pattern.encode()
-        items[slot].type = quants.tensor_type(kind)
-    items[len(variant.tensor_types)].pattern = None
-    return items
-
-
 def quantize_file(
     ctx: BuildContext,
     reference: Path,
     out: Path,
     quant_type: str,
     progress: Progress,
-    imatrix: importance.QuantizerImatrix | None = None,
+    imatrix: llama_cpp.QuantizerImatrix | None = None,
 ) -> str | None:
     """Quantize ``reference`` into ``out`` (a temporary path) with llama.cpp; return llama.cpp's fallback note."""
-    import llama_cpp
-
     variant = ctx.recipe.quantize.variant(quant_type)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = quants.lookup(variant.type).ftype
-    params.nthread = ctx.recipe.quantize.threads or 0  # 0: all cores
-    if variant.token_embd:
-        params.token_embedding_type = quants.tensor_type(variant.token_embd)
-    if variant.output:
-        params.output_tensor_type = quants.tensor_type(variant.output)
-    overrides = tensor_overrides(variant)  # kept alive until the call returns
-    if overrides is not None:
-        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
-    if imatrix is not None:
-        imatrix.apply(params)
-    result: dict[str, int | BaseException] = {}
-
-    def work() -> None:
-        try:
-            result["rc"] = llama_cpp.llama_model_quantize(
-                str(reference).encode(), str(out).encode(), ctypes.byref(params)
-            )
-        except BaseException as err:  # surfaced in the main thread
-            result["error"] = err
-
+    request = llama_cpp.QuantizeRequest(
+        ftype=gguf_quants.lookup(variant.type).ftype,
+        threads=ctx.recipe.quantize.threads or 0,
+        token_embd_type=gguf_quants.tensor_type(variant.token_embd) if variant.token_embd else None,
+        output_type=gguf_quants.tensor_type(variant.output) if variant.output else None,
+        tensor_types={pattern: gguf_quants.tensor_type(kind) for pattern, kind in variant.tensor_types.items()},
+        imatrix=imatrix,
+    )
     task = progress.add_task(f"quantize {quant_type}", total=None)
     tensors = _TensorProgress()
     log_path = ctx.logs_dir() / f"quantize-{quant_type}.log"
-    with llama_log(on_line=tensors) as log:
-        # A daemon thread: Ctrl-C ends the process at once; the unfinished file keeps its temporary name.
-        worker = threading.Thread(target=work, name=f"quantize-{quant_type}", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.1)
-            progress.update(task, completed=tensors.done, total=tensors.total)
-        progress.update(task, completed=tensors.total or 1, total=tensors.total or 1)
+    result = llama_cpp.quantize(
+        reference,
+        out,
+        request,
+        on_line=tensors,
+        while_running=lambda: progress.update(task, completed=tensors.done, total=tensors.total),
+    )
+    progress.update(task, completed=tensors.total or 1, total=tensors.total or 1)
+    log = result.log
     guard_write(log_path).write_text("\n".join(log.text()) + "\n", encoding="utf-8")
-    if "error" in result:
-        raise QuantizationError(f"quantize {quant_type}: {result['error']}")
-    if result.get("rc") != 0 and shutil.disk_usage(out.parent).free < FULL_DISK_BYTES:
+    if result.error is not None:
+        raise QuantizationError(f"quantize {quant_type}: {result.error}")
+    if result.rc != 0 and shutil.disk_usage(out.parent).free < FULL_DISK_BYTES:
         raise disk_full_error(out.parent, out.stat().st_size if out.is_file() else None)
-    if result.get("rc") != 0 or not out.is_file() or out.stat().st_size == 0:
+    if result.rc != 0 or not out.is_file() or out.stat().st_size == 0:
         raise QuantizationError(
             f"quantize {quant_type}: llama.cpp's quantizer failed ({_last_error(log)}); "
             f"see {log_path}; check the type suits this model (llama-quantize --help lists them)"
@@ -164,7 +133,7 @@ def quantize_file(
     return _fallbacks(log)
 
 
-def load_imatrix(ctx: BuildContext, reference: Path) -> importance.QuantizerImatrix | None:
+def load_imatrix(ctx: BuildContext, reference: Path) -> llama_cpp.QuantizerImatrix | None:
     """The recorded importance matrix as quantizer arrays, or None when the recipe has none."""
     record_ = ctx.manifest.imatrix
     if ctx.recipe.imatrix is None:
@@ -172,7 +141,7 @@ def load_imatrix(ctx: BuildContext, reference: Path) -> importance.QuantizerImat
     if record_ is None or not ctx.files_match({record_.path: record_.sha256}):
         raise ManifestError(f"{ctx.build_dir}: quantize needs the imatrix stage's matrix; run with --stages imatrix")
     matrix = importance.read_imatrix(ctx.build_dir / record_.path)
-    return importance.QuantizerImatrix(matrix, importance.quantizer_data(matrix, reference), record_.path)
+    return importance.quantizer_imatrix(matrix, importance.quantizer_data(matrix, reference), record_.path)
 
 
 @register("quantize")
@@ -208,7 +177,7 @@ class QuantizeStage(Stage):
         reference: Path,
         quant_type: str,
         progress: Progress,
-        imatrix: importance.QuantizerImatrix | None,
+        imatrix: llama_cpp.QuantizerImatrix | None,
     ) -> None:
         started = time.perf_counter()
         # Forget first: a crash from here on leaves no record claiming the old file is current.
@@ -238,7 +207,7 @@ class QuantizeStage(Stage):
             sorted(ctx.manifest.artifacts.items(), key=lambda kv: order.get(kv[0], len(order)))
         )
         ctx.record(work_key(quant_type), fp, [target], seconds)
-        nominal = quants.lookup(variant.type).nominal_bpw
+        nominal = gguf_quants.lookup(variant.type).nominal_bpw
         extra = f"; {note}" if note else ""
         ctx.console.print(
             f"quantize: {target.name} {target.stat().st_size / 1e6:.1f} MB, {bpw:.2f} bpw "

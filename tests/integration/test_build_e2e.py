@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from support.common import SMOLLM2_RECIPE, require_llama_cpp, require_smollm2
 
-from publisher import gguf_info, pipeline, quants
+from publisher import gguf_info, pipeline
+from publisher.formats import gguf_quants
 from publisher.manifest import sha256_file
 from publisher.recipe import Recipe, load_recipe
 
@@ -78,10 +79,10 @@ def test_real_bits_per_weight_show_the_k_quant_fallback(build: pipeline.BuildRes
     # 576-wide rows do not fit 256-wide K-quant super-blocks, so most tensors fall back to larger
     # legacy formats: the files are well above their nominal bits per weight.
     for quant_type in ("Q2_K", "Q4_K_M"):
-        assert arts[quant_type].bits_per_weight > quants.lookup(quant_type).nominal_bpw + 1.0
+        assert arts[quant_type].bits_per_weight > gguf_quants.lookup(quant_type).nominal_bpw + 1.0
         types = set(gguf_info.read_info(build.build_dir / arts[quant_type].path).tensor_types)
         assert types - K_QUANT_TYPES - {"F32"}, f"{quant_type} has no fallback tensors: {types}"
-    assert arts["Q8_0"].bits_per_weight == pytest.approx(quants.lookup("Q8_0").nominal_bpw, abs=0.05)
+    assert arts["Q8_0"].bits_per_weight == pytest.approx(gguf_quants.lookup("Q8_0").nominal_bpw, abs=0.05)
     assert arts["Q2_K"].bits_per_weight < arts["Q4_K_M"].bits_per_weight < arts["Q8_0"].bits_per_weight
 
 

@@ -22,7 +22,7 @@ from support.gate_models import (
 from support.smollm2_models import demo_recipe
 
 from publisher.evaluation import ModelLoadError, template_parity, tokenizer_parity
-from publisher.evaluation._llama import open_model
+from publisher.runtimes.llama_cpp import open_model
 
 pytestmark = pytest.mark.slow
 

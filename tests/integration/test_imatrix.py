@@ -17,13 +17,15 @@ import pytest
 import yaml
 from support.smollm2_models import SMOLLM2_RECIPE, demo_recipe, quantize
 
-from publisher import gguf_info, importance, quants
+from publisher import gguf_info, importance
 from publisher.evaluation import compute_reference_logits, measure_quality
-from publisher.evaluation._llama import llama_log
+from publisher.formats import gguf_quants
 from publisher.importance import ImatrixError
 from publisher.manifest import Manifest, load_manifest, sha256_file
 from publisher.pipeline import execute
 from publisher.recipe import Recipe, parse_recipe
+from publisher.runtimes import llama_cpp
+from publisher.runtimes.llama_cpp import llama_log
 from publisher.stages import BuildContext
 from publisher.stages.imatrix import ImatrixStage, calibration
 
@@ -40,9 +42,9 @@ IMATRIX = {"chunks": 12, "context_length": 256}
 
 
 def needs_tool(name: str) -> Path:
-    found = importance.tool(name)
+    found = llama_cpp.tool(name)
     if found is None:
-        pytest.skip(f"{name} is not built in {importance.tools_dir()}; run `make tools`")
+        pytest.skip(f"{name} is not built in {llama_cpp.tools_dir()}; run `make tools`")
     return found
 
 
@@ -180,7 +182,7 @@ def test_every_type_that_needs_a_matrix_is_refused_without_one(smollm2_ggufs: di
     import llama_cpp
 
     needs, unusable = set(), set()
-    for entry in quants.CATALOGUE.values():
+    for entry in gguf_quants.CATALOGUE.values():
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = entry.ftype
         params.dry_run = True
@@ -197,7 +199,7 @@ def test_every_type_that_needs_a_matrix_is_refused_without_one(smollm2_ggufs: di
     assert unusable == {"Q1_0"}
     # IQ3_XXS and IQ3_XS put IQ3_XXS only on tensors that are 576 wide in SmolLM2, which fall back to
     # another type; on models with 256-divisible rows llama.cpp refuses them without a matrix too.
-    assert needs == {q.name for q in quants.CATALOGUE.values() if q.needs_imatrix} - {"IQ3_XXS", "IQ3_XS"}
+    assert needs == {q.name for q in gguf_quants.CATALOGUE.values() if q.needs_imatrix} - {"IQ3_XXS", "IQ3_XS"}
 
 
 # -- bad input: one clear line naming the recipe line ---------------------------------------------

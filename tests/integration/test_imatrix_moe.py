@@ -14,9 +14,9 @@ import pytest
 import yaml
 from support.smollm2_models import SMOLLM2_RECIPE
 
-from publisher import importance
 from publisher.pipeline import execute
 from publisher.recipe import parse_recipe
+from publisher.runtimes import llama_cpp
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,8 @@ def tiny_mixtral(smollm2: Path, out: Path) -> Path:
 
 
 def test_unrouted_experts_are_reported_and_quantized(smollm2_source: Path, tmp_path: Path) -> None:
-    if importance.tool("llama-imatrix") is None:
-        pytest.skip(f"llama-imatrix is not built in {importance.tools_dir()}; run `make tools`")
+    if llama_cpp.tool("llama-imatrix") is None:
+        pytest.skip(f"llama-imatrix is not built in {llama_cpp.tools_dir()}; run `make tools`")
     source = tiny_mixtral(smollm2_source, tmp_path / "tiny-mixtral")
     data = yaml.safe_load(SMOLLM2_RECIPE.read_text(encoding="utf-8"))
     data["name"] = "tiny-mixtral"

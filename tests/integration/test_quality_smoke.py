@@ -12,8 +12,8 @@ from support.smollm2_models import demo_recipe
 from publisher import prompts
 from publisher.errors import SmokeTestError
 from publisher.evaluation import smoke_test
-from publisher.evaluation._llama import open_model
 from publisher.evaluation.smoke import generate, stop_strings
+from publisher.runtimes.llama_cpp import open_model
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,9 @@ from publisher import evaluation as evaluate
 from publisher import prompts
 from publisher.errors import SmokeTestError
 from publisher.evaluation import parity, quality, smoke
-from publisher.evaluation._llama import PeakMemory, open_model
 from publisher.recipe import Expectation, Recipe, SmokePrompt
+from publisher.runtimes.llama_cpp import open_model
+from publisher.runtimes.memory import PeakMemory
 
 
 def make_recipe(**smoke_fields: Any) -> Recipe:

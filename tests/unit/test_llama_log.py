@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from publisher.evaluation._llama import (
+from publisher.runtimes.llama_cpp import (
     GGML_LOG_LEVEL_CONT,
     GGML_LOG_LEVEL_ERROR,
     GGML_LOG_LEVEL_WARN,

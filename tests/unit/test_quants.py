@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from publisher import quants
+from publisher.formats import gguf_quants
 
 K_AND_LEGACY_BY_SIZE = [
     "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M",
@@ -18,32 +18,32 @@ K_AND_LEGACY_BY_SIZE = [
 
 def test_ftypes_match_the_installed_llama_cpp() -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
-    for entry in quants.CATALOGUE.values():
+    for entry in gguf_quants.CATALOGUE.values():
         constant = "LLAMA_FTYPE_ALL_F32" if entry.name == "F32" else f"LLAMA_FTYPE_MOSTLY_{entry.name}"
         assert getattr(llama_cpp, constant) == entry.ftype, entry.name
 
 
 def test_ftypes_are_distinct() -> None:
-    ftypes = [q.ftype for q in quants.CATALOGUE.values()]
+    ftypes = [q.ftype for q in gguf_quants.CATALOGUE.values()]
     assert len(set(ftypes)) == len(ftypes)
 
 
 def test_nominal_sizes_grow_with_precision() -> None:
-    sizes = [quants.CATALOGUE[name].nominal_bpw for name in K_AND_LEGACY_BY_SIZE]
+    sizes = [gguf_quants.CATALOGUE[name].nominal_bpw for name in K_AND_LEGACY_BY_SIZE]
     assert sizes[:-3] == sorted(sizes[:-3])
-    assert quants.CATALOGUE["Q5_0"].nominal_bpw < quants.CATALOGUE["Q5_1"].nominal_bpw
-    assert quants.CATALOGUE["F16"].nominal_bpw == quants.CATALOGUE["BF16"].nominal_bpw == 16.0
-    assert quants.CATALOGUE["F32"].nominal_bpw == 32.0
+    assert gguf_quants.CATALOGUE["Q5_0"].nominal_bpw < gguf_quants.CATALOGUE["Q5_1"].nominal_bpw
+    assert gguf_quants.CATALOGUE["F16"].nominal_bpw == gguf_quants.CATALOGUE["BF16"].nominal_bpw == 16.0
+    assert gguf_quants.CATALOGUE["F32"].nominal_bpw == 32.0
 
 
 def test_every_block_method_is_explained() -> None:
-    methods = {q.method for q in quants.CATALOGUE.values() if q.method}
-    assert methods == set(quants.METHODS)
-    assert all(text.endswith(".") for text in quants.METHODS.values())
+    methods = {q.method for q in gguf_quants.CATALOGUE.values() if q.method}
+    assert methods == set(gguf_quants.METHODS)
+    assert all(text.endswith(".") for text in gguf_quants.METHODS.values())
 
 
 def test_every_entry_says_what_it_is_for() -> None:
-    for entry in quants.CATALOGUE.values():
+    for entry in gguf_quants.CATALOGUE.values():
         assert entry.use_case and not entry.use_case[0].isupper(), entry.name
         assert entry.family in {"legacy", "k-quant", "i-quant", "float", "ternary", "mxfp", "low-bit"}
 
@@ -55,8 +55,8 @@ NEED_IMATRIX = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XX
 
 
 def test_the_types_that_need_an_importance_matrix() -> None:
-    assert {q.name for q in quants.CATALOGUE.values() if q.needs_imatrix} == NEED_IMATRIX
-    assert quants.IMATRIX_TENSOR_TYPES <= set(quants.TENSOR_TYPES)
+    assert {q.name for q in gguf_quants.CATALOGUE.values() if q.needs_imatrix} == NEED_IMATRIX
+    assert gguf_quants.IMATRIX_TENSOR_TYPES <= set(gguf_quants.TENSOR_TYPES)
 
 
 def test_catalogue_is_llama_quantizes_list() -> None:
@@ -67,25 +67,25 @@ def test_catalogue_is_llama_quantizes_list() -> None:
         "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "F16",
         "BF16", "F32",
     }  # fmt: skip
-    assert set(quants.CATALOGUE) == offered
+    assert set(gguf_quants.CATALOGUE) == offered
 
 
 def test_tensor_types_match_ggml() -> None:
     gguf = pytest.importorskip("gguf")
-    for name, number in quants.TENSOR_TYPES.items():
+    for name, number in gguf_quants.TENSOR_TYPES.items():
         if name not in {"Q1_0", "Q2_0"}:  # newer than the gguf package's enum
             assert gguf.GGMLQuantizationType[name] == number, name
 
 
 @pytest.mark.parametrize(("name", "number"), [("q8_0", 8), (" Q6_K ", 14), ("bf16", 30), ("IQ4_NL", 20)])
 def test_tensor_type_lookup(name: str, number: int) -> None:
-    assert quants.tensor_type(name) == number
+    assert gguf_quants.tensor_type(name) == number
 
 
 @pytest.mark.parametrize(("typo", "hint"), [("Q8_K_M", "(did you mean Q8_0?)"), ("Q4_K_M", "(did you mean Q4_K?)")])
 def test_unknown_tensor_types_get_a_hint(typo: str, hint: str) -> None:
     with pytest.raises(ValueError, match=rf"^unknown tensor type '{typo}' " + re.escape(hint) + "$"):
-        quants.tensor_type(typo)
+        gguf_quants.tensor_type(typo)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_unknown_tensor_types_get_a_hint(typo: str, hint: str) -> None:
      ("Q3_K", "Q3_K_M"), ("f16", "F16"), ("bf16", "BF16")],
 )  # fmt: skip
 def test_lookup_accepts_any_case_and_llama_quantize_aliases(name: str, expected: str) -> None:
-    assert quants.lookup(name).name == expected
+    assert gguf_quants.lookup(name).name == expected
 
 
 @pytest.mark.parametrize(
@@ -103,43 +103,43 @@ def test_lookup_accepts_any_case_and_llama_quantize_aliases(name: str, expected:
 )
 def test_unknown_names_get_a_suggestion(typo: str, suggestion: str) -> None:
     with pytest.raises(
-        quants.UnknownQuantType, match=rf"^unknown quant type '{typo}' \(did you mean {suggestion}\?\)$"
+        gguf_quants.UnknownQuantType, match=rf"^unknown quant type '{typo}' \(did you mean {suggestion}\?\)$"
     ):
-        quants.lookup(typo)
+        gguf_quants.lookup(typo)
 
 
 def test_hopeless_names_list_the_choices() -> None:
     with pytest.raises(ValueError, match=r"^unknown quant type 'gptq' \(known: Q2_K, Q3_K_S, .*, IQ2_XS, .*\)$"):
-        quants.lookup("gptq")
+        gguf_quants.lookup("gptq")
 
 
-@pytest.mark.parametrize("name", [q.name for q in quants.CATALOGUE.values() if q.needs_imatrix])
+@pytest.mark.parametrize("name", [q.name for q in gguf_quants.CATALOGUE.values() if q.needs_imatrix])
 def test_imatrix_types_are_known_names(name: str) -> None:
     """Whether one may be built is the recipe's question (it needs an imatrix section), not the catalogue's."""
-    assert quants.lookup(name.lower()).needs_imatrix
+    assert gguf_quants.lookup(name.lower()).needs_imatrix
 
 
 def test_every_single_typo_of_a_name_gets_a_hint() -> None:
     """Drop or replace any one character of any name: the error always suggests something."""
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
-    for name in quants.CATALOGUE:
+    for name in gguf_quants.CATALOGUE:
         typos = {name[:i] + name[i + 1 :] for i in range(len(name))}
         typos |= {name[:i] + c + name[i + 1 :] for i in range(len(name)) for c in alphabet}
         for typo in typos:
             try:
-                entry = quants.lookup(typo)
-            except quants.UnknownQuantType as err:
+                entry = gguf_quants.lookup(typo)
+            except gguf_quants.UnknownQuantType as err:
                 assert "(did you mean " in str(err), typo
             else:
-                assert entry.name in quants.CATALOGUE
+                assert entry.name in gguf_quants.CATALOGUE
 
 
 @given(st.text(max_size=20))
 def test_lookup_never_fails_other_than_with_value_error(name: str) -> None:
     try:
-        entry = quants.lookup(name)
+        entry = gguf_quants.lookup(name)
     except ValueError as err:
         assert str(err)
         assert "\n" not in str(err)
     else:
-        assert entry in quants.CATALOGUE.values()
+        assert entry in gguf_quants.CATALOGUE.values()

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.paths import REPO_ROOT
 
-from publisher import quants
 from publisher.errors import RecipeError
+from publisher.formats import gguf_quants
 from publisher.recipe import Recipe, dump_recipe, load_recipe, parse_recipe, recipe_json_schema
 
 RECIPES = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
@@ -218,8 +218,8 @@ def test_any_quant_name_is_accepted_or_reported(name: str) -> None:
         assert err.problems[0].startswith("r.yaml:")
         assert "quantize.types[1]: " in err.problems[0]
     else:
-        assert recipe.quantize.types[1] in quants.CATALOGUE
-        assert quants.lookup(name).name == recipe.quantize.types[1]
+        assert recipe.quantize.types[1] in gguf_quants.CATALOGUE
+        assert gguf_quants.lookup(name).name == recipe.quantize.types[1]
 
 
 _YAML_NOISE = st.text(alphabet=st.sampled_from(list(":-[]{}&*!|>'\"#%@`,?\n\t x\x00\xe9")), max_size=6)

@@ -15,9 +15,10 @@ import pytest
 from support.paths import FIXTURES as FIXTURES_ROOT
 from typer.testing import CliRunner
 
-from publisher import limits, quants
+from publisher import limits
 from publisher.cli import app
 from publisher.errors import RecipeError
+from publisher.formats import gguf_quants
 from publisher.recipe import load_recipe
 
 FIXTURES = FIXTURES_ROOT / "recipes"
@@ -243,7 +244,7 @@ def test_build_name_from_an_unsafe_file_name_is_refused(tmp_path: Path, monkeypa
 
 def test_the_longest_written_name_fits_the_file_system(tmp_path: Path) -> None:
     """A basename at the limit still leaves room for the longest temporary file name a build writes."""
-    longest_type = max(quants.CATALOGUE, key=len)
+    longest_type = max(gguf_quants.CATALOGUE, key=len)
     stem = "b" * limits.MAX_BASENAME_BYTES
     name = f".{stem}.{longest_type}-00001-of-00001.gguf.abcdefgh.partial"
     assert len(name.encode()) <= limits.NAME_MAX_BYTES

@@ -1,22 +1,30 @@
-"""llama.cpp in-process: one capture of its log, and loading GGUF files with llama.cpp's own reason.
+"""llama.cpp, the one runtime publisher drives: its log, loading, quantizing and built tools.
 
 llama.cpp logs through one process-wide callback (``llama_log_set``). llama-cpp-python sends it to
 /dev/null when ``verbose=False``, which also throws away the line that says why a file did not
 load. :func:`llama_log` routes that callback into a :class:`LlamaLog` for the duration of a block,
-under one lock, for every caller in publisher (loading here, quantizing in the quantize stage).
-:func:`open_model` puts llama.cpp's own last error into a one-line :class:`ModelLoadError`.
+under one lock, for every caller in publisher (loading, quantizing). :func:`open_model` puts
+llama.cpp's own last error into a one-line :class:`ModelLoadError`. :func:`quantize` runs
+``llama_model_quantize`` in a worker thread with its log captured; :class:`QuantizerImatrix` holds
+the ctypes arrays that hand it an importance matrix.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
+import importlib.util
+import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from publisher import interrupts
 from publisher.errors import SmokeTestError
@@ -31,6 +39,8 @@ _FUNCTION_PREFIX = re.compile(r"^\w+: ")
 # lines that only say that loading failed, not why
 _GENERIC = re.compile(r"failed to load model|failed to read tensor data")
 _log_lock = threading.Lock()
+TOOLS_ENV = "PUBLISHER_LLAMA_TOOLS"
+KV_STR_MAX = 127  # llama_model_kv_override.val_str holds 128 bytes with the terminator
 
 
 class ModelLoadError(SmokeTestError):
@@ -176,52 +186,150 @@ def token_piece(llm: Any, token: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Resident memory
+# Built tools
 # ---------------------------------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
+def tools_dir() -> Path:
+    """Where ``make tools`` puts llama-imatrix and llama-quantize, keyed by llama-cpp-python's version."""
+    override = os.environ.get(TOOLS_ENV)
+    if override:
+        return Path(override).expanduser()
+    version = importlib.metadata.version("llama-cpp-python")
+    return Path.home() / ".cache" / "publisher" / "llama-tools" / version
 
 
-class PeakMemory:
-    """Peak resident memory a block of work adds to this process (Linux).
+def tool(name: str) -> Path | None:
+    """The built llama.cpp program ``name`` (llama-imatrix, llama-quantize), or ``None`` when not built."""
+    path = tools_dir() / "bin" / name
+    return path if path.is_file() and os.access(path, os.X_OK) else None
 
-    ``ru_maxrss`` and ``VmHWM`` only ever grow over a process's life, so a second model loaded in
-    the same process would be charged the first one's peak. Writing ``5`` to
-    ``/proc/self/clear_refs`` resets ``VmHWM`` to the current RSS, which makes the high-water
-    mark of just this block measurable. Where that is not allowed, the peak falls back to the
-    largest RSS seen at the points ``sample()`` was called (a lower bound). Memory offloaded
-    to a GPU is not resident and is not counted.
+
+# ---------------------------------------------------------------------------------------------
+# Quantizing
+# ---------------------------------------------------------------------------------------------
+
+
+class QuantizerImatrix:
+    """ctypes arrays for ``llama_model_quantize_params``: per-column importance and the keys written with it.
+
+    ``data`` maps a tensor name to its importance per column (experts one after another);
+    ``keys`` are GGUF key/value overrides (llama-quantize's quantize.imatrix.* keys). Holds every
+    buffer the C arrays point into; keep the object alive for the whole quantize call.
     """
 
-    def __init__(self) -> None:
-        self.exact = False
-        self.baseline_kib = _status_kib("VmRSS")
-        self._sampled_kib = self.baseline_kib or 0
+    def __init__(self, data: Mapping[str, npt.NDArray[np.float32]], keys: list[tuple[str, str | int]]) -> None:
+        import llama_cpp
+
+        self._buffers = [np.ascontiguousarray(v, dtype=np.float32) for v in data.values()]
+        self._names = [name.encode() for name in data]
+        self.entries = (llama_cpp.llama_model_imatrix_data * (len(data) + 1))()
+        for slot, (name, buffer) in enumerate(zip(self._names, self._buffers, strict=True)):
+            self.entries[slot].name = name
+            self.entries[slot].data = buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            self.entries[slot].size = buffer.size
+        self.entries[len(data)].name = None  # the terminator
+        self.kv_overrides = (llama_cpp.llama_model_kv_override * (len(keys) + 1))()
+        for slot, (key, value) in enumerate(keys):
+            item = self.kv_overrides[slot]
+            item.key = key.encode()
+            union: Any = item.value  # a ctypes union; llama-cpp-python annotates it as the Python value
+            if isinstance(value, str):
+                item.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+                union.val_str = value.encode()[:KV_STR_MAX]
+            else:
+                item.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
+                union.val_i64 = value
+        self.kv_overrides[len(keys)].key = b""  # the terminator
+
+    def apply(self, params: Any) -> None:
+        """Point ``params`` (llama_model_quantize_params) at the arrays."""
+        params.imatrix = ctypes.cast(self.entries, ctypes.POINTER(type(self.entries[0])))
+        params.kv_overrides = ctypes.cast(self.kv_overrides, ctypes.POINTER(type(self.kv_overrides[0])))
+
+
+@dataclass
+class QuantizeRequest:
+    """What one ``llama_model_quantize`` call makes: ggml ftype and tensor type numbers, not names."""
+
+    ftype: int
+    threads: int = 0  # 0: all cores
+    token_embd_type: int | None = None
+    output_type: int | None = None
+    tensor_types: dict[str, int] = field(default_factory=dict)  # llama.cpp regex -> ggml type
+    imatrix: QuantizerImatrix | None = None
+
+
+@dataclass
+class QuantizeResult:
+    """How the call ended (its return code, or the exception it raised) and llama.cpp's log of it."""
+
+    log: LlamaLog
+    rc: int | None = None
+    error: BaseException | None = None
+
+
+def _tensor_overrides(tensor_types: dict[str, int]) -> Any:
+    """``llama_model_tensor_override`` array (NULL-pattern terminated), or None for no overrides."""
+    import llama_cpp
+
+    if not tensor_types:
+        return None
+    items = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+    for slot, (pattern, kind) in enumerate(tensor_types.items()):
+        items[slot].pattern = pattern.encode()
+        items[slot].type = kind
+    items[len(tensor_types)].pattern = None
+    return items
+
+
+def quantize(
+    reference: Path,
+    out: Path,
+    request: QuantizeRequest,
+    on_line: Callable[[str], None] | None = None,
+    while_running: Callable[[], None] | None = None,
+) -> QuantizeResult:
+    """Quantize ``reference`` into ``out`` with ``llama_model_quantize``, its log captured.
+
+    The call runs in a worker thread (ctypes releases the GIL); ``while_running`` is called about
+    ten times a second meanwhile (progress), ``on_line`` with each log line.
+    """
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = request.ftype
+    params.nthread = request.threads
+    if request.token_embd_type is not None:
+        params.token_embedding_type = request.token_embd_type
+    if request.output_type is not None:
+        params.output_tensor_type = request.output_type
+    overrides = _tensor_overrides(request.tensor_types)  # kept alive until the call returns
+    if overrides is not None:
+        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+    if request.imatrix is not None:
+        request.imatrix.apply(params)
+    ended: dict[str, int | BaseException] = {}
+
+    def work() -> None:
         try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.exact = True
-        except OSError:
-            self.exact = False
+            ended["rc"] = llama_cpp.llama_model_quantize(
+                str(reference).encode(), str(out).encode(), ctypes.byref(params)
+            )
+        except BaseException as err:  # surfaced in the calling thread
+            ended["error"] = err
 
-    def sample(self) -> None:
-        """Note the current RSS (used only where the high-water mark cannot be reset)."""
-        now = _status_kib("VmRSS")
-        if now is not None:
-            self._sampled_kib = max(self._sampled_kib, now)
-
-    def peak_bytes(self) -> int | None:
-        """Peak RSS since construction minus the RSS at construction, in bytes."""
-        if self.baseline_kib is None:
-            return None
-        self.sample()
-        peak = _status_kib("VmHWM") if self.exact else self._sampled_kib
-        if peak is None:
-            return None
-        return max(0, peak - self.baseline_kib) * 1024
+    with llama_log(on_line=on_line) as log:
+        # A daemon thread: Ctrl-C ends the process at once; the unfinished file keeps its temporary name.
+        worker = threading.Thread(target=work, name=f"quantize-{out.name}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            if while_running is not None:
+                while_running()
+    rc, error = ended.get("rc"), ended.get("error")
+    return QuantizeResult(
+        log=log,
+        rc=rc if isinstance(rc, int) else None,
+        error=error if isinstance(error, BaseException) else None,
+    )
