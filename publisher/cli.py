@@ -234,7 +234,7 @@ def build(
         list[str] | None,
         typer.Option(
             "--stages",
-            help="Run only these stages: fetch, convert, imatrix, quantize, smoke, card (repeatable, or a,b).",
+            help="Run only these stages: fetch, convert, imatrix, quantize, smoke, shard, card (repeatable, or a,b).",
         ),
     ] = None,
     force: Annotated[

@@ -3,7 +3,7 @@
 ``plan_publish`` reads the build's manifest and card, refuses builds that are not publishable
 (``publisher.publishable``: no manifest, failed artifacts, nothing passed, files changed since
 they were tested, a recipe that changed what the files say or how they were tested), re-renders
-a card the recipe changed, splits files over the Hub's per-file limit into shards, assigns files
+a card the recipe changed, assigns files (or the shards the build's shard stage split them into)
 to branches (a type listed under ``publish.branches`` goes to that branch, every other type to
 ``main``, README.md to each) and asks the target which files it already holds with the same
 content. ``execute_plan`` then creates the repo and branches that are missing, stores every file
@@ -33,14 +33,13 @@ from publisher.manifest import (
     Manifest,
     disk_full_error,
     guard_write,
-    save_manifest,
     sha256_file,
     writes_confined_to,
 )
 from publisher.publishable import CARD_FILE, card_outdated, check_recipe_matches, load_publishable, refresh_card
 from publisher.recipe import Recipe
-from publisher.shard import HUB_MAX_FILE_BYTES, ensure_shards, plan_groups, recorded_shards, shard_name
-from publisher.targets import make_target
+from publisher.shard import recorded_shards
+from publisher.targets import make_target, max_file_bytes
 from publisher.targets.base import LocalFile, Target
 
 
@@ -51,7 +50,6 @@ class PlannedFile:
     file: LocalFile
     present: bool
     quant_type: str | None = None  # None for the card
-    pending_split: bool = False  # dry run only: a shard that publishing would write first
 
 
 @dataclass
@@ -127,25 +125,6 @@ def _manifest_sha(build_dir: Path) -> str:
     return sha256_file(build_dir / MANIFEST_NAME)
 
 
-def _split_now(recipe: Recipe, build_dir: Path, manifest: Manifest, artifacts: list[Artifact], limit: int) -> bool:
-    """Split oversize artifacts, record their shards, and re-render the card if that changed anything."""
-    changed = False
-    for artifact in artifacts:
-        shards = [s.path for s in ensure_shards(build_dir, artifact, limit)]
-        if artifact.shards != shards:
-            artifact.shards = shards
-            changed = True
-    if changed:
-        from publisher.stages import BuildContext, get_stage, load_stages
-
-        save_manifest(build_dir, manifest)
-        load_stages()
-        ctx = BuildContext(recipe=recipe, build_dir=build_dir, manifest=manifest)
-        get_stage("card").run(ctx)  # the card lists a split file as one entry with its parts
-        ctx.save()
-    return changed
-
-
 def _imatrix_files(recipe: Recipe, build_dir: Path, manifest: Manifest) -> list[LocalFile]:
     """The importance matrix (an LFS file) and, where its licence allows, its calibration text."""
     record = manifest.imatrix
@@ -172,22 +151,22 @@ def _licence_files(build_dir: Path, manifest: Manifest) -> list[LocalFile]:
     return files
 
 
-def _model_files(build_dir: Path, artifact: Artifact, limit: int, dry_run: bool) -> list[tuple[LocalFile, bool]]:
-    """The files one artifact publishes as: itself, or its shards (planned ones in a dry run)."""
+def _model_files(build_dir: Path, artifact: Artifact, limit: int | None) -> list[LocalFile]:
+    """The files one artifact publishes as: itself, or the shards the build split it into."""
     path = build_dir / artifact.path
-    if artifact.size_bytes <= limit:
-        return [(LocalFile(path.name, path, artifact.size_bytes, artifact.sha256, "model"), False)]
-    shards = recorded_shards(build_dir, artifact, limit)
-    if shards is not None:
-        return [(LocalFile(Path(s.path).name, build_dir / s.path, s.size, s.sha256, "model"), False) for s in shards]
-    if not dry_run:
-        raise PublishError(f"{path}: over {limit} bytes and not split; publish again to split it")
-    groups = plan_groups(path, limit)
-    estimate = artifact.size_bytes // len(groups)
-    return [
-        (LocalFile(shard_name(path.name, i + 1, len(groups)), path, estimate, "", "model"), True)
-        for i in range(len(groups))
-    ]
+    if artifact.shards:
+        shards = recorded_shards(build_dir, artifact)
+        if shards is None or [s.path for s in shards] != artifact.shards:
+            raise PublishError(f"{path}: its shards are missing or changed; run `publisher build` again")
+        oversize = [s for s in shards if limit is not None and s.size > limit]
+        if not oversize:
+            return [LocalFile(Path(s.path).name, build_dir / s.path, s.size, s.sha256, "model") for s in shards]
+    if limit is not None and (artifact.shards or artifact.size_bytes > limit):
+        raise PublishError(
+            f"{path}: the target takes files of at most {limit} bytes and the build did not split it to that size; "
+            "run `publisher build` again (its shard stage splits files for the recipe's target)"
+        )
+    return [LocalFile(path.name, path, artifact.size_bytes, artifact.sha256, "model")]
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -214,13 +193,8 @@ def plan_publish(
     *,
     workdir: Path,
     dry_run: bool = False,
-    max_file_bytes: int = HUB_MAX_FILE_BYTES,
 ) -> PublishPlan:
-    """Work out what publishing the build of ``recipe`` to ``target`` would do.
-
-    Outside a dry run this splits oversize files first (writing shards and re-rendering the card);
-    it never changes the target.
-    """
+    """Work out what publishing the build of ``recipe`` to ``target`` would do; it never changes the target."""
     build_dir = build_dir_of(recipe, workdir)
     manifest, passed, card = load_publishable(recipe, build_dir)
     notes: list[str] = []
@@ -233,9 +207,6 @@ def plan_publish(
     elif not dry_run and refresh_card(recipe, build_dir, manifest):
         notes.append("the recipe changed what the card shows: re-rendered README.md, which this publish sends")
         card = build_dir / str(manifest.card.get("path") or CARD_FILE)
-    if not dry_run and _split_now(recipe, build_dir, manifest, passed, max_file_bytes):
-        notes.append("split files over the per-file limit into shards and re-rendered the card")
-        card = build_dir / str(manifest.card.get("path") or CARD_FILE)
 
     repo_id = recipe.publish.repo_id
     state = target.repo_state(repo_id)
@@ -244,17 +215,16 @@ def plan_publish(
         notes.append(f"{repo_id} exists and is {seen}; publishing does not change a repo's visibility")
 
     card_file = LocalFile(CARD_FILE, card, card.stat().st_size, sha256_file(card), "card")
-    by_branch: dict[str, list[tuple[LocalFile, str | None, bool]]] = {"main": []}
+    by_branch: dict[str, list[tuple[LocalFile, str | None]]] = {"main": []}
     for branch in recipe.publish.branches:
         by_branch[branch.name] = []
     branch_of = recipe.publish.branch_of()
+    limit = max_file_bytes(target.name)
     for artifact in passed:
-        for local, pending in _model_files(build_dir, artifact, max_file_bytes, dry_run):
-            by_branch[branch_of.get(artifact.quant_type, "main")].append((local, artifact.quant_type, pending))
-        if artifact.size_bytes > max_file_bytes and dry_run and not artifact.shards:
-            notes.append(f"{Path(artifact.path).name} is over {max_file_bytes} bytes: publishing splits it first")
+        for local in _model_files(build_dir, artifact, limit):
+            by_branch[branch_of.get(artifact.quant_type, "main")].append((local, artifact.quant_type))
 
-    by_branch["main"].extend((local, None, False) for local in _imatrix_files(recipe, build_dir, manifest))
+    by_branch["main"].extend((local, None) for local in _imatrix_files(recipe, build_dir, manifest))
     licence_files = _licence_files(build_dir, manifest)
 
     manifest_sha = _manifest_sha(build_dir)
@@ -268,13 +238,12 @@ def plan_publish(
         exists = name in state.branches
         if name != "main" and not models and not exists:
             continue  # a declared branch with nothing built for it yet
-        wanted = [(card_file, None, False), *[(f, None, False) for f in licence_files], *models]
-        remote = target.remote_files(repo_id, name, [f.path_in_repo for f, _, _ in wanted]) if exists else {}
+        wanted = [(card_file, None), *[(f, None) for f in licence_files], *models]
+        remote = target.remote_files(repo_id, name, [f.path_in_repo for f, _ in wanted]) if exists else {}
         plan = BranchPlan(name=name, exists=exists, head=state.branches.get(name))
-        for local, quant_type, pending in wanted:
+        for local, quant_type in wanted:
             held = remote.get(local.path_in_repo)
-            present = not pending and held is not None and held.matches(local)
-            plan.files.append(PlannedFile(local, present, quant_type, pending))
+            plan.files.append(PlannedFile(local, held is not None and held.matches(local), quant_type))
         plan.description = _describe(recipe, manifest, manifest_sha, plan.uploads)
         branches.append(plan)
     return PublishPlan(
@@ -352,14 +321,13 @@ def publish(
     hub_dir: Path | None = None,
     hard_links: bool = False,
     dry_run: bool = False,
-    max_file_bytes: int = HUB_MAX_FILE_BYTES,
     console: Console | None = None,
 ) -> PublishResult | PublishPlan:
     """Publish the build of ``recipe``; with ``dry_run`` return the plan and change nothing.
 
     It holds the build's lock (no build may rewrite files while they are published), and for the
     local target the hub's lock, so two publishes into one hub take turns. It writes only into the
-    build folder (shards, the card) and the hub folder.
+    build folder (a card the recipe changed) and the hub folder.
     """
     from publisher.pipeline import lock_build
 
@@ -375,13 +343,13 @@ def publish(
         stack.enter_context(writes_confined_to(build_dir, *([local_hub] if local_hub else [])))
         if build_dir.is_dir():  # else plan_publish says there is no build, without making its folder
             stack.enter_context(lock_build(build_dir))
-        plan = plan_publish(recipe, chosen, workdir=workdir, dry_run=dry_run, max_file_bytes=max_file_bytes)
+        plan = plan_publish(recipe, chosen, workdir=workdir, dry_run=dry_run)
         if dry_run:
             return plan
         if local_hub is not None:  # after the refusals, so a refused publish leaves no hub folder behind
             stack.enter_context(_hub_lock(local_hub, out))
             first = plan
-            plan = plan_publish(recipe, chosen, workdir=workdir, max_file_bytes=max_file_bytes)  # what it is now
+            plan = plan_publish(recipe, chosen, workdir=workdir)  # what it is now
             plan.notes = [*first.notes, *(note for note in plan.notes if note not in first.notes)]  # what it did
         if plan.changes:
             chosen.check_ready()

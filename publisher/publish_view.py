@@ -30,12 +30,7 @@ def print_plan(plan: PublishPlan, console: Console) -> None:
         table.add_column("size", justify="right")
         table.add_column("action")
         for planned in branch.files:
-            if planned.present:
-                action = "skip: already present"
-            elif planned.pending_split:
-                action = "upload (shard, written at publish)"
-            else:
-                action = "upload"
+            action = "skip: already present" if planned.present else "upload"
             table.add_row(escape(planned.file.path_in_repo), _size(planned.file.size), action)
         console.print(table)
         if branch.uploads:

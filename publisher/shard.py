@@ -1,4 +1,4 @@
-"""Split a GGUF file that is too large for one Hub upload into shards llama.cpp loads directly.
+"""Split a GGUF file that is too large for one upload to a target into shards llama.cpp loads directly.
 
 The layout is the one llama.cpp's ``llama-gguf-split`` writes: ``<stem>-00001-of-0000N.gguf`` ...,
 each shard a complete GGUF file; the first carries all the metadata, and every shard has the
@@ -24,7 +24,6 @@ from typing import Any
 from publisher.errors import PublishError
 from publisher.manifest import Artifact, sha256_file, write_text_atomic
 
-HUB_MAX_FILE_BYTES = 50 * 1000**3  # the Hub refuses single files above 50 GB
 SHARDS_DIR = "shards"
 SHARDS_INDEX = "shards.json"
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
@@ -93,6 +92,7 @@ def split_gguf(source: Path, dest_dir: Path, max_bytes: int) -> list[Path]:
     budget = _tensor_budget(reader, max_bytes)
     if budget <= 0:
         raise PublishError(f"{source.name}: its metadata alone exceeds the {max_bytes}-byte shard limit")
+    plan_groups(source, max_bytes)  # refuses a tensor no shard can hold before anything is written
     arch_field = reader.get_field("general.architecture")
     arch = str(arch_field.contents()) if arch_field is not None else "llama"
 
@@ -140,8 +140,8 @@ def split_gguf(source: Path, dest_dir: Path, max_bytes: int) -> list[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def recorded_shards(build_dir: Path, artifact: Artifact, max_bytes: int) -> list[Shard] | None:
-    """The shards an earlier split of this exact artifact wrote, if they are all still there."""
+def recorded_shards(build_dir: Path, artifact: Artifact, max_bytes: int | None = None) -> list[Shard] | None:
+    """The shards an earlier split of this exact artifact (to ``max_bytes``, when given) wrote, if all still there."""
     index = build_dir / SHARDS_DIR / artifact.sha256[:12] / SHARDS_INDEX
     if not index.is_file():
         return None
@@ -150,7 +150,7 @@ def recorded_shards(build_dir: Path, artifact: Artifact, max_bytes: int) -> list
         shards = [Shard(path=str(s["path"]), size=int(s["size"]), sha256=str(s["sha256"])) for s in recorded["shards"]]
     except (ValueError, KeyError, TypeError):
         return None  # unreadable index: split again
-    if recorded.get("source_sha256") != artifact.sha256 or recorded.get("max_bytes") != max_bytes:
+    if recorded.get("source_sha256") != artifact.sha256 or max_bytes not in (None, recorded.get("max_bytes")):
         return None
     for shard in shards:
         path = build_dir / shard.path

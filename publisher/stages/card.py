@@ -31,7 +31,7 @@ class CardStage(Stage):
     """Write the model card for the files that passed their checks."""
 
     name = "card"
-    after = ("smoke",)
+    after = ("smoke", "shard")
 
     def blocked_reason(self, ctx: BuildContext) -> str | None:
         """A card needs at least one artifact that passed its checks."""

@@ -15,6 +15,7 @@ from publisher.errors import PublishError
 from publisher.targets.base import Target
 
 DEFAULT_HUB_DIR = Path("hub")
+HUB_MAX_FILE_BYTES = 50 * 1000**3  # the Hub refuses single files above 50 GB
 
 
 @dataclass(frozen=True)
@@ -27,21 +28,34 @@ class TargetOptions:
 
 TargetFactory = Callable[[TargetOptions], Target]
 FACTORIES: dict[str, TargetFactory] = {}
+MAX_FILE_BYTES: dict[str, int] = {}  # target name -> the largest single file it takes (absent: no limit)
 
 
-def register_target(name: str) -> Callable[[TargetFactory], TargetFactory]:
-    """Decorator adding a target factory to the registry under ``name``."""
+def register_target(name: str, *, max_file_bytes: int | None = None) -> Callable[[TargetFactory], TargetFactory]:
+    """Decorator adding a target factory to the registry under ``name``.
+
+    ``max_file_bytes`` is the largest file the target takes; a build for it splits larger files
+    into shards (the shard stage), and publishing sends the shards.
+    """
 
     def add(factory: TargetFactory) -> TargetFactory:
         if name in FACTORIES:
             raise ValueError(f"target {name!r} registered twice")
         FACTORIES[name] = factory
+        if max_file_bytes is not None:
+            MAX_FILE_BYTES[name] = max_file_bytes
         return factory
 
     return add
 
 
-@register_target("local")
+def max_file_bytes(name: str) -> int | None:
+    """The largest single file the target called ``name`` takes, or ``None`` when it has no limit."""
+    return MAX_FILE_BYTES.get(name)
+
+
+# A local hub mirrors the Hub's layout, shards included, so what it holds can be pushed there as it is.
+@register_target("local", max_file_bytes=HUB_MAX_FILE_BYTES)
 def _local(options: TargetOptions) -> Target:
     from publisher.targets.local import LocalTarget
 
@@ -50,7 +64,7 @@ def _local(options: TargetOptions) -> Target:
     )
 
 
-@register_target("hf")
+@register_target("hf", max_file_bytes=HUB_MAX_FILE_BYTES)
 def _hf(options: TargetOptions) -> Target:
     if options.hard_links:
         raise PublishError("--hard-links is for the local target, not 'hf'")

@@ -136,7 +136,7 @@ def test_source_folder_problems_are_one_line(recipe: Recipe, tmp_path: Path) -> 
 
 
 def test_bad_options_name_the_choices(recipe: Recipe, tmp_path: Path) -> None:
-    with pytest.raises(PublisherError, match="unknown stage .*fetch, convert, imatrix, quantize, smoke, card"):
+    with pytest.raises(PublisherError, match="unknown stage .*fetch, convert, imatrix, quantize, smoke, shard, card"):
         pipeline.execute(recipe, tmp_path, stages=["compile"])
     with pytest.raises(PublisherError, match="does not build Q5_K_M"):
         pipeline.execute(recipe, tmp_path, only_types=["q5_k_m"])
@@ -235,6 +235,6 @@ def test_cli_build_prints_one_line_per_error(recipe: Recipe, tmp_path: Path) -> 
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: --stages x: unknown stage (stages: fetch, convert, imatrix, quantize, smoke, card)"
+        "error: --stages x: unknown stage (stages: fetch, convert, imatrix, quantize, smoke, shard, card)"
     ]
     assert "Traceback" not in proc.stderr

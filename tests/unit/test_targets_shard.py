@@ -11,8 +11,10 @@ import pytest
 from gguf import GGUFReader, GGUFWriter
 from support.fakebuild import make_build, record_smoke_settings, write_recipe
 
+from publisher import targets
 from publisher.errors import PublishError
 from publisher.manifest import load_manifest, save_manifest, sha256_file
+from publisher.pipeline import execute
 from publisher.publish import PublishPlan, PublishResult, publish
 from publisher.publishable import expected_gguf_metadata
 from publisher.recipe import load_recipe
@@ -115,34 +117,52 @@ def _real_gguf_build(tmp_path: Path) -> tuple[Path, Path]:
     return recipe_path, build_dir
 
 
-def test_publishing_splits_oversize_files_and_lists_them_as_one_card_entry(tmp_path: Path) -> None:
+def test_the_build_splits_oversize_files_for_its_target_and_publishing_sends_the_shards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recipe_path, build_dir = _real_gguf_build(tmp_path)
     recipe = load_recipe(recipe_path)
     limit = 30_000
     target = LocalTarget(tmp_path / "hub")
+    # the local target's registered limit, lowered so that an 8-tensor file needs shards
+    monkeypatch.setitem(targets.MAX_FILE_BYTES, "local", limit)
 
-    plan = publish(recipe, workdir=tmp_path / "build", target=target, dry_run=True, max_file_bytes=limit)
-    assert isinstance(plan, PublishPlan)
-    planned = [f.file.path_in_repo for f in plan.branches[0].files if f.quant_type]
-    assert not list(build_dir.glob("shards"))  # a dry run writes nothing
+    with pytest.raises(PublishError, match="did not split it to that size; run `publisher build` again"):
+        publish(recipe, workdir=tmp_path / "build", target=target, dry_run=True)
 
-    result = publish(recipe, workdir=tmp_path / "build", target=target, max_file_bytes=limit)
-
-    assert isinstance(result, PublishResult)
+    result = execute(recipe, tmp_path / "build", stages=["shard", "card"])
+    assert [(r.name, r.status) for r in result.stages if r.status != "not selected"] == [
+        ("shard", "ran"),
+        ("card", "ran"),
+    ]
     manifest = load_manifest(build_dir)
     assert manifest is not None
     shards = manifest.artifacts["Q8_0"].shards
     names = [Path(s).name for s in shards]
-    assert names == planned
+    assert len(names) > 1 and all((build_dir / s).stat().st_size <= limit for s in shards)
     assert names[0] == shard_name("tiny.Q8_0.gguf", 1, len(names))
+    card = (build_dir / "README.md").read_text()
+    assert f"({len(names)} parts)" in card  # the card stage after it lists one entry with its parts
+    assert manifest.card["sha256"] == sha256_file(build_dir / "README.md")
+    again = execute(recipe, tmp_path / "build", stages=["shard", "card"])
+    assert [(r.name, r.status) for r in again.stages if r.status != "not selected"] == [
+        ("shard", "skipped"),
+        ("card", "skipped"),
+    ]
+
+    plan = publish(recipe, workdir=tmp_path / "build", target=target, dry_run=True)
+    assert isinstance(plan, PublishPlan)
+    assert [f.file.path_in_repo for f in plan.branches[0].files if f.quant_type] == names
+    before = sorted(p.relative_to(build_dir) for p in build_dir.rglob("*"))
+    published = publish(recipe, workdir=tmp_path / "build", target=target)
+
+    assert isinstance(published, PublishResult)
+    assert sorted(p.relative_to(build_dir) for p in build_dir.rglob("*")) == before  # publishing wrote no shard
     repo = tmp_path / "hub" / "tester" / "Tiny-GGUF"
     tree = subprocess.check_output(["git", "-C", str(repo), "ls-tree", "--name-only", "main"], text=True).split()
     assert sorted(tree) == sorted([".gitattributes", "README.md", *names])
     assert "tiny.Q8_0.gguf" not in tree
-    card = (build_dir / "README.md").read_text()
-    assert f"({len(names)} parts)" in card  # the card stage ran again and lists one entry with its parts
-    assert manifest.card["sha256"] == sha256_file(build_dir / "README.md")
 
-    again = publish(recipe, workdir=tmp_path / "build", target=LocalTarget(tmp_path / "hub"), max_file_bytes=limit)
-    assert isinstance(again, PublishResult)
-    assert [b.commit for b in again.branches] == [None]
+    again_published = publish(recipe, workdir=tmp_path / "build", target=LocalTarget(tmp_path / "hub"))
+    assert isinstance(again_published, PublishResult)
+    assert [b.commit for b in again_published.branches] == [None]
