@@ -162,59 +162,57 @@ def check_source_folder(folder: Path) -> list[Path]:
 
 def _download(ctx: BuildContext) -> tuple[Path, str | None]:
     """Download the needed files of ``source.repo``; return the folder and the resolved commit."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    from publisher.hub import HubClient
 
     source = ctx.recipe.source
-    assert source.repo is not None  # the recipe schema guarantees repo or path
+    repo = source.repo
+    assert repo is not None  # the recipe schema guarantees repo or path
     dest = ctx.build_dir / "source"
+    hub = HubClient(
+        error=SourceError,
+        hints={
+            GatedRepoError: "the repo is gated; accept its terms on the Hub and log in (hf auth login)",
+            RevisionNotFoundError: "no such branch, tag or commit; fix source.revision",
+            RepositoryNotFoundError: "repo not found (or private); fix source.repo or log in",
+        },
+        retry_hint="check the network; files already downloaded are not fetched again when you re-run",
+        offline_hint="HF_HUB_OFFLINE is set; unset it to download source.repo, or give source.path",
+    )
     where = f"source.repo {source.repo}@{source.revision}"
-    try:
-        info = HfApi().model_info(source.repo, revision=source.revision, files_metadata=True)
-        siblings = {s.rfilename: s.size or 0 for s in info.siblings or []}
-        names = wanted_files(list(siblings))
-        listed = set(ctx.recipe.model.license_files)
-        names += [n for n in siblings if "/" not in n and n not in names and (is_licence_file(n) or n in listed)]
-        have = {n: (dest / n).stat().st_size for n in names if (dest / n).is_file()}
-        to_get = sum(size for n, size in siblings.items() if n in names and have.get(n) != size)
-        weights = sum(size for n, size in siblings.items() if n in names and n.endswith(".safetensors"))
-        params = info.safetensors.total if info.safetensors else weights // 2
-        check_disk(
-            ctx.build_dir,
-            estimate(
-                params, ctx.recipe.convert.outtype, ctx.selected_types(), download=to_get, variants=_variants(ctx)
-            ),
-        )
-        ctx.console.print(
-            f"fetching {len(names)} files of {source.repo} at {info.sha} ({format_bytes(to_get, 'GB')} to download)"
-        )
-        path = snapshot_download(source.repo, revision=info.sha, allow_patterns=names, local_dir=dest, tqdm_class=None)
-    except GatedRepoError:
-        raise SourceError(
-            f"{where}: the repo is gated; accept its terms on the Hub and log in (hf auth login)"
-        ) from None
-    except RevisionNotFoundError:
-        raise SourceError(f"{where}: no such branch, tag or commit; fix source.revision") from None
-    except RepositoryNotFoundError:
-        raise SourceError(f"{where}: repo not found (or private); fix source.repo or log in") from None
-    except LocalEntryNotFoundError as err:
-        cause = _first_line(err.__cause__ or err)
-        raise SourceError(f"{where}: could not download the files ({cause}); check the network") from None
-    except HfHubHTTPError as err:
-        raise SourceError(f"{where}: Hub error ({_first_line(err)}); try again later") from None
-    except OSError as err:
-        raise SourceError(f"{where}: download failed ({_first_line(err)}); check the network and disk") from None
-    return Path(path), info.sha
+    info = hub.call(where, lambda: hub.api.model_info(repo, revision=source.revision, files_metadata=True))
+    siblings = {s.rfilename: s.size or 0 for s in info.siblings or []}
+    names = wanted_files(list(siblings))
+    listed = set(ctx.recipe.model.license_files)
+    names += [n for n in siblings if "/" not in n and n not in names and (is_licence_file(n) or n in listed)]
+    have = {n: (dest / n).stat().st_size for n in names if (dest / n).is_file()}
+    to_get = sum(size for n, size in siblings.items() if n in names and have.get(n) != size)
+    weights = sum(size for n, size in siblings.items() if n in names and n.endswith(".safetensors"))
+    params = info.safetensors.total if info.safetensors else weights // 2
+    check_disk(
+        ctx.build_dir,
+        estimate(params, ctx.recipe.convert.outtype, ctx.selected_types(), download=to_get, variants=_variants(ctx)),
+    )
+    ctx.console.print(
+        f"fetching {len(names)} files of {source.repo} at {info.sha} ({format_bytes(to_get, 'GB')} to download)"
+    )
 
+    def download() -> str:
+        return str(
+            snapshot_download(
+                repo,
+                revision=info.sha,
+                allow_patterns=names,
+                local_dir=dest,
+                tqdm_class=None,
+                endpoint=hub.endpoint,
+                token=hub.token,
+            )
+        )
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return Path(hub.call(where, download)), info.sha
 
 
 @register("fetch")

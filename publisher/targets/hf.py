@@ -1,4 +1,4 @@
-"""The Hugging Face Hub target, through ``huggingface_hub.HfApi``.
+"""The Hugging Face Hub target, through publisher's Hub client (``publisher.hub``: retries, timeouts, redaction).
 
 One ``create_commit`` per branch adds the GGUFs and README.md together: the client uploads the
 LFS objects first and commits only when all are stored, so a failed upload leaves the branch as it
@@ -7,123 +7,41 @@ was, and a re-run sends only objects the Hub does not have yet (its LFS batch an
 Before any commit, ``store_files`` uploads a branch's LFS objects (``preupload_lfs_files``) and
 checks the sha256 the client computed from the bytes it read against the tested one.
 
-Every request has a connect and a read timeout, enforced in the HTTP transport so that no call of
-the client can do without one; a Hub that accepts a connection and never answers ends in a
-timeout, which is retried like a dropped connection.
-
 The token comes from ``HF_TOKEN`` or the huggingface_hub login. It is never printed: every message
-built from a client error goes through :func:`redact`, and the token is not part of any plan,
+built from a client error is redacted by the Hub client, and the token is not part of any plan,
 manifest or commit text.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
-import httpx2
-from huggingface_hub import CommitOperationAdd, HfApi, get_token, set_client_factory
-from huggingface_hub.errors import (
-    HfHubHTTPError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub import CommitOperationAdd
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils._http import hf_request_event_hook
 
 from publisher.errors import PublishError
+from publisher.hub import Hints, HubClient
 from publisher.targets.base import LocalFile, RemoteFile, RepoState, Target, check_sha256, verified_bytes
 
 T = TypeVar("T")
 
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 PATHS_INFO_BATCH = 500
-
-
-def _causes(err: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _status(err: BaseException) -> int | None:
-    for cause in _causes(err):
-        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
-            return int(cause.response.status_code)
-    return None
-
-
-def is_transient(err: BaseException) -> bool:
-    """Server errors, rate limits and broken connections are worth retrying; other 4xx answers are not."""
-    if any(isinstance(c, OfflineModeIsEnabled) for c in _causes(err)):
-        return False
-    status = _status(err)
-    if status is not None:
-        return status in TRANSIENT_STATUS or status >= 500
-    return any(isinstance(c, (httpx2.TransportError, ConnectionError, TimeoutError)) for c in _causes(err))
-
-
-N = TypeVar("N", int, float)
-
-
-def _env_number(name: str, default: N, kind: type[N]) -> N:
-    """A number from the environment (retry tuning for slow links and for tests), else ``default``."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise PublishError(f"{name}={raw!r} is not a number; unset it or give e.g. {default}") from None
-    if value < 0:
-        raise PublishError(f"{name}={raw!r} is negative; give a number of zero or more")
-    return value
-
-
-def _timeout_s(name: str, default: float) -> float:
-    seconds = _env_number(name, default, float)
-    if seconds == 0:
-        raise PublishError(f"{name}=0 would give up at once; give the seconds to wait, e.g. {default:g}")
-    return seconds
-
-
-class _TimeoutTransport(httpx2.HTTPTransport):
-    """Gives every request these timeouts, whatever the caller asked for (some client calls pass ``None``)."""
-
-    def __init__(self, connect_s: float, read_s: float) -> None:
-        super().__init__()
-        self.connect_s = connect_s
-        self.read_s = read_s
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        timeouts = {"connect": self.connect_s, "read": self.read_s, "write": self.read_s, "pool": self.connect_s}
-        request.extensions = {**request.extensions, "timeout": timeouts}
-        try:
-            return super().handle_request(request)
-        except httpx2.TimeoutException as err:
-            if isinstance(err, (httpx2.ConnectTimeout, httpx2.PoolTimeout)):
-                what, seconds, env = "could not connect to", self.connect_s, "PUBLISHER_HF_CONNECT_TIMEOUT"
-            elif isinstance(err, httpx2.WriteTimeout):
-                what, seconds, env = "could not send to", self.read_s, "PUBLISHER_HF_READ_TIMEOUT"
-            else:
-                what, seconds, env = "no answer from", self.read_s, "PUBLISHER_HF_READ_TIMEOUT"
-            url = request.url.copy_with(query=None)
-            raise type(err)(f"{what} {request.method} {url} within {seconds:g} s ({env})", request=request) from err
+# What publishing says about the answers it can explain
+PUBLISH_HINTS: Hints = {
+    401: "the Hub refused the token (HTTP 401): set HF_TOKEN to a token with write access",
+    403: "the token may not write here (HTTP 403): use a token with write access to this namespace",
+    412: "the branch moved while publishing (HTTP 412): run publish again",
+}
 
 
 class HfTarget(Target):
     """Publish to the Hub (or to whatever ``HF_ENDPOINT`` / ``endpoint`` names).
 
-    Transient failures are retried ``attempts`` times (env ``PUBLISHER_HF_ATTEMPTS``, default 4),
-    waiting ``backoff_s`` seconds (env ``PUBLISHER_HF_BACKOFF``, default 2), then twice as long each time.
-    Each request waits at most ``connect_timeout_s`` to connect (``PUBLISHER_HF_CONNECT_TIMEOUT``,
-    default 10) and ``read_timeout_s`` for each read or write (``PUBLISHER_HF_READ_TIMEOUT``, default 60).
+    Retries and timeouts are the Hub client's (``publisher.hub``); the arguments override its
+    environment settings.
     """
 
     name = "hf"
@@ -139,80 +57,36 @@ class HfTarget(Target):
         read_timeout_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._token = token or get_token()
-        self.api = HfApi(endpoint=endpoint, token=self._token)
-        self.attempts = max(1, attempts if attempts is not None else _env_number("PUBLISHER_HF_ATTEMPTS", 4, int))
-        self.backoff_s = backoff_s if backoff_s is not None else _env_number("PUBLISHER_HF_BACKOFF", 2.0, float)
-        self.connect_timeout_s = connect_timeout_s or _timeout_s("PUBLISHER_HF_CONNECT_TIMEOUT", 10.0)
-        self.read_timeout_s = read_timeout_s or _timeout_s("PUBLISHER_HF_READ_TIMEOUT", 60.0)
-        self._sleep = sleep
-        self._stored: dict[tuple[str, str, str], CommitOperationAdd] = {}  # (repo, branch, path) -> uploaded op
-        connect_s, read_s = self.connect_timeout_s, self.read_timeout_s
-        # huggingface_hub keeps one shared client; this makes it (again) with our timeouts.
-        set_client_factory(
-            lambda: httpx2.Client(
-                transport=_TimeoutTransport(connect_s, read_s),
-                timeout=httpx2.Timeout(read_s, connect=connect_s),  # for transports mounted for proxies
-                event_hooks={"request": [hf_request_event_hook]},
-                follow_redirects=True,
-            )
+        self.hub = HubClient(
+            endpoint=endpoint,
+            token=token,
+            attempts=attempts,
+            backoff_s=backoff_s,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            sleep=sleep,
+            error=PublishError,
+            hints=PUBLISH_HINTS,
+            retry_hint="files already uploaded are not sent again when you re-run",
+            offline_hint="HF_HUB_OFFLINE is set; unset it to publish to the Hub",
         )
+        self.api = self.hub.api
+        self._stored: dict[tuple[str, str, str], CommitOperationAdd] = {}  # (repo, branch, path) -> uploaded op
 
     @property
     def endpoint(self) -> str:
         """The Hub URL requests go to."""
-        return str(self.api.endpoint).rstrip("/")
+        return self.hub.endpoint
 
     def location(self, repo_id: str) -> str:
         return f"{self.endpoint}/{repo_id}"
 
     def check_ready(self) -> None:
-        if not self._token:
+        if not self.hub.token:
             raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then publish again")
 
-    # -- errors and retries ----------------------------------------------------------------
-
-    def redact(self, text: str) -> str:
-        """``text`` with the token, if it appears, replaced by ``***``."""
-        return text.replace(self._token, "***") if self._token else text
-
-    def _error(self, what: str, err: BaseException, attempts: int = 1) -> PublishError:
-        status = _status(err)
-        timeout = next((c for c in _causes(err) if isinstance(c, httpx2.TimeoutException)), None)
-        if status == 401:
-            reason = "the Hub refused the token (HTTP 401): set HF_TOKEN to a token with write access"
-        elif status == 403:
-            reason = "the token may not write here (HTTP 403): use a token with write access to this namespace"
-        elif status == 412:
-            reason = "the branch moved while publishing (HTTP 412): run publish again"
-        elif timeout is not None:
-            reason = str(timeout)
-        elif any(isinstance(c, OfflineModeIsEnabled) for c in _causes(err)):
-            reason = "HF_HUB_OFFLINE is set; unset it to publish to the Hub"
-        elif status is not None:
-            server = next(
-                (c.server_message for c in _causes(err) if isinstance(c, HfHubHTTPError) and c.server_message), None
-            )
-            detail = (server or "").strip().splitlines()[0][:200] if server and server.strip() else ""
-            reason = f"HTTP {status}" + (f": {detail}" if detail else "")
-        else:
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no message'}"
-        tries = f" ({attempts} attempts)" if attempts > 1 else ""
-        hint = "; files already uploaded are not sent again when you re-run" if is_transient(err) else ""
-        return PublishError(self.redact(f"{what} failed{tries}: {reason}{hint}"))
-
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``, retrying transient failures with exponential backoff; other errors fail at once."""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except PublishError:
-                raise
-            except Exception as err:
-                if not is_transient(err) or attempt == self.attempts:
-                    raise self._error(what, err, attempt) from None
-                self._sleep(self.backoff_s * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self.hub.call(f"{what} failed", fn)
 
     # -- Target interface ------------------------------------------------------------------
 

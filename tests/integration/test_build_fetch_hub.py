@@ -62,9 +62,12 @@ def _upload_source(hub: HubServer, folder: Path) -> str:
     return str(info.oid)
 
 
-def _build(recipe: Path, workdir: Path, hub: HubServer, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _build(
+    recipe: Path, workdir: Path, hub: HubServer, tmp_path: Path, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        **extra_env,
         "HF_ENDPOINT": hub.url,
         "HF_HUB_OFFLINE": "0",
         "HF_HUB_DISABLE_XET": "1",
@@ -131,3 +134,27 @@ def test_fetch_downloads_the_licence_files_and_records_them_for_publishing(hub: 
     for name, record in recorded.items():
         assert record.path == f"licences/{name}"
         assert sha256_file(build_dir / record.path) == sha256_file(source / name) == record.sha256
+
+
+def test_fetch_retries_what_the_hub_fails_for_a_moment_and_reports_the_rest_in_one_redacted_line(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    _upload_source(hub, tiny_source(tmp_path / "upload"))
+    recipe = recipe_variant(tmp_path / "recipes", "from-hub", {"source.path": None, "source.repo": SOURCE_REPO})
+    info = rf"/api/models/{SOURCE_REPO}/revision/main"
+
+    hub.fail("GET", info, 503, times=2)
+    proc = _build(recipe, tmp_path / "work", hub, tmp_path, PUBLISHER_HF_BACKOFF="0")
+    assert proc.returncode == 0, proc.stderr
+    assert sum(1 for method, path, _ in hub.requests if method == "GET" and path.startswith(info)) == 3
+
+    secret = "hf_fetchsecret123"
+    hub.fail("GET", info, 503, times=10, echo_auth=True)
+    env = {"PUBLISHER_HF_BACKOFF": "0", "PUBLISHER_HF_ATTEMPTS": "2", "HF_TOKEN": secret}
+    proc = _build(recipe, tmp_path / "again", hub, tmp_path, **env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: source.repo {SOURCE_REPO}@main (2 attempts): HTTP 503: injected failure 503 for Bearer ***; "
+        "check the network; files already downloaded are not fetched again when you re-run"
+    ]
+    assert secret not in proc.stderr + proc.stdout

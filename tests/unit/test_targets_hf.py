@@ -1,4 +1,5 @@
-"""The hf target's retry policy and error messages, on real client exceptions and a closed port."""
+"""The Hub client's retry policy and error messages as the hf target uses them, on real client exceptions and a
+closed port."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from publisher.errors import PublishError
-from publisher.targets.hf import HfTarget, is_transient
+from publisher.hub import is_transient
+from publisher.targets.hf import HfTarget
 
 
 def http_error(status: int, body: str = "") -> HfHubHTTPError:
@@ -53,7 +55,7 @@ def test_unreachable_hub_is_retried_with_exponential_backoff_then_reported(monke
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     waits: list[float] = []
     target = HfTarget(endpoint=f"http://127.0.0.1:{_closed_port()}", token="hf_x", attempts=3, backoff_s=0.5)
-    target._sleep = waits.append
+    target.hub.sleep = waits.append
 
     with pytest.raises(PublishError) as caught:
         target.repo_state("tester/Tiny-GGUF")
@@ -74,14 +76,14 @@ def test_offline_mode_is_named_and_not_retried() -> None:
 
 def test_error_text_is_redacted_and_one_line() -> None:
     target = HfTarget(endpoint="http://127.0.0.1:9", token="hf_secretvalue123", attempts=1)
-    err = target._error("committing", http_error(500, "bad token hf_secretvalue123\nsecond line"))
+    err = target.hub.failure("committing failed", http_error(500, "bad token hf_secretvalue123\nsecond line"))
     assert (
         str(err)
         == "committing failed: HTTP 500: bad token ***; files already uploaded are not sent again when you re-run"
     )
     assert "hf_secretvalue123" not in str(err)
-    assert "HTTP 401" in str(target._error("x", http_error(401)))
-    assert "write access" in str(target._error("x", http_error(403)))
+    assert "HTTP 401" in str(target.hub.failure("x failed", http_error(401)))
+    assert "write access" in str(target.hub.failure("x failed", http_error(403)))
 
 
 @pytest.mark.parametrize(
@@ -102,17 +104,17 @@ def test_retry_settings_from_the_environment_are_checked(
 
 
 def test_retry_settings_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert (HfTarget(token="hf_x").attempts, HfTarget(token="hf_x").backoff_s) == (4, 2.0)
+    assert (HfTarget(token="hf_x").hub.attempts, HfTarget(token="hf_x").hub.backoff_s) == (4, 2.0)
     monkeypatch.setenv("PUBLISHER_HF_ATTEMPTS", "2")
     monkeypatch.setenv("PUBLISHER_HF_BACKOFF", "0.25")
-    assert (HfTarget(token="hf_x").attempts, HfTarget(token="hf_x").backoff_s) == (2, 0.25)
+    assert (HfTarget(token="hf_x").hub.attempts, HfTarget(token="hf_x").hub.backoff_s) == (2, 0.25)
 
 
 def test_timeouts_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     target = HfTarget(token="hf_x")
-    assert (target.connect_timeout_s, target.read_timeout_s) == (10.0, 60.0)
+    assert (target.hub.connect_timeout_s, target.hub.read_timeout_s) == (10.0, 60.0)
     monkeypatch.setenv("PUBLISHER_HF_CONNECT_TIMEOUT", "2")
     monkeypatch.setenv("PUBLISHER_HF_READ_TIMEOUT", "0.5")
     target = HfTarget(token="hf_x")
-    assert (target.connect_timeout_s, target.read_timeout_s) == (2.0, 0.5)
-    assert HfTarget(token="hf_x", read_timeout_s=7).read_timeout_s == 7
+    assert (target.hub.connect_timeout_s, target.hub.read_timeout_s) == (2.0, 0.5)
+    assert HfTarget(token="hf_x", read_timeout_s=7).hub.read_timeout_s == 7
