@@ -99,13 +99,26 @@ TRAINED_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_
 MAX_CONFIG_BYTES = 10_000_000
 
 
+def read_model_config(folder: Path) -> Any:
+    """``folder/config.json`` parsed (any JSON value), or ``None`` when the folder has none.
+
+    The one reader of a model's config.json. ``OSError`` or ``ValueError`` when it cannot be read
+    or parsed, or is not a regular file of at most ``MAX_CONFIG_BYTES``.
+    """
+    config = folder / "config.json"
+    try:
+        info = config.stat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"not a regular file of at most {MAX_CONFIG_BYTES} bytes")
+    return json.loads(config.read_text(encoding="utf-8"))
+
+
 def trained_context(source: Path) -> int | None:
     """The trained context from ``source/config.json``, or ``None`` when it cannot be told."""
-    config = source / "config.json"
     try:
-        if not stat.S_ISREG(config.stat().st_mode) or config.stat().st_size > MAX_CONFIG_BYTES:
-            return None
-        data = json.loads(config.read_text(encoding="utf-8"))
+        data = read_model_config(source)
     except (OSError, ValueError):
         return None  # fetch reports a broken source; validation only skips the comparison
     for section in (data, data.get("text_config")) if isinstance(data, dict) else ():

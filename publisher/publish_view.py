@@ -7,13 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from publisher.publish import PublishPlan, PublishResult
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+from publisher.report import format_bytes
 
 
 def print_plan(plan: PublishPlan, console: Console) -> None:
@@ -31,12 +25,12 @@ def print_plan(plan: PublishPlan, console: Console) -> None:
         table.add_column("action")
         for planned in branch.files:
             action = "skip: already present" if planned.present else "upload"
-            table.add_row(escape(planned.file.path_in_repo), _size(planned.file.size), action)
+            table.add_row(escape(planned.file.path_in_repo), format_bytes(planned.file.size, "any"), action)
         console.print(table)
         if branch.uploads:
             console.print(
                 f"commit on {escape(branch.name)}: {escape(plan.title)} "
-                f"({_count(len(branch.uploads))}, {_size(branch.upload_bytes)})",
+                f"({_count(len(branch.uploads))}, {format_bytes(branch.upload_bytes, 'any')})",
                 highlight=False,
             )
             for line in branch.description.splitlines()[:2]:  # the recipe and build lines of the message body
@@ -56,7 +50,7 @@ def print_result(result: PublishResult, console: Console) -> None:
         else:
             console.print(
                 f"{escape(branch.name)}: committed {branch.commit[:12]} "
-                f"({_count(branch.files)}, {_size(branch.bytes)}) to {escape(result.plan.location)}",
+                f"({_count(branch.files)}, {format_bytes(branch.bytes, 'any')}) to {escape(result.plan.location)}",
                 highlight=False,
             )
     for note in result.plan.notes:

@@ -13,14 +13,21 @@ from typing import Literal
 from publisher.manifest import Artifact
 
 
-def format_bytes(size_bytes: float | None, unit: Literal["GB", "MB"] | None = None) -> str:
+def format_bytes(size_bytes: float | None, unit: Literal["GB", "MB", "any"] | None = None) -> str:
     """Bytes in decimal units, as the Hub shows them.
 
     Without ``unit``: ``8.18 GB``, or ``54.4 MB`` below 1 GB. With ``unit="GB"``: always GB, two
-    decimals (disk plans); with ``unit="MB"``: always MB, one decimal, thousands separated.
+    decimals (disk plans); with ``unit="MB"``: always MB, one decimal, thousands separated; with
+    ``unit="any"``: the largest of GB, MB and kB that fits, one decimal, else bytes (publish plans,
+    where a card of a few kB sits beside the model files).
     """
     if size_bytes is None:
         return "unknown"
+    if unit == "any":
+        for name, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+            if size_bytes >= scale:
+                return f"{size_bytes / scale:.1f} {name}"
+        return f"{size_bytes:.0f} B"
     if unit == "MB" or (unit is None and size_bytes < 1e9):
         return f"{size_bytes / 1e6:{',' if unit else ''}.1f} MB"
     return f"{size_bytes / 1e9:.2f} GB"

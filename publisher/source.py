@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from publisher import limits
 from publisher.errors import SourceError
 from publisher.licences import is_licence_file
 from publisher.manifest import Architecture, LicenceFile, Manifest, SourceFacts, SourceRecord, sha256_file
@@ -171,11 +172,11 @@ def read_architecture(folder: Path) -> Architecture | None:
     """The shape from ``folder/config.json``, or ``None`` when it is absent or not decoder-like."""
     path = folder / CONFIG_NAME
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+        config = limits.read_model_config(folder)
     except (OSError, ValueError) as err:
         raise SourceError(f"{path}: unreadable config ({err}); fix or remove it") from None
+    if config is None:
+        return None
     if not isinstance(config, dict):
         raise SourceError(f"{path}: config.json is not a JSON object")
     return architecture_from_config(config)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from support.tiny_models import tiny_qwen3 as tiny_qwen3  # the one builder of tiny models
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 CHATML_WITHOUT_DEFAULT_SYSTEM = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' "
@@ -101,47 +103,6 @@ def add_token_beyond_vocab(folder: Path, content: str = "<|beyond|>") -> int:
     entry |= {"normalized": False, "special": True}
     edit_json(folder / "tokenizer.json", lambda data: data["added_tokens"].append(entry))
     return size
-
-
-def tiny_qwen3(folder: Path, tokenizer_source: Path) -> Path:
-    """A Qwen3 of random weights from a transformers config (hidden 64, 2 layers) with SmolLM2's tokenizer.
-
-    The tokenizer files are SmolLM2's with ``add_bos_token: false`` written out, as Qwen3 ships them
-    (its own tokenizer class would bring Qwen's pre-tokenizer, which SmolLM2's vocabulary does not fit).
-    """
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    copy_tokenizer(tokenizer_source, folder)
-    (folder / "config.json").unlink()
-    vocab_size = json.loads((tokenizer_source / "config.json").read_text(encoding="utf-8"))["vocab_size"]
-    config = Qwen3Config(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(config)
-    # Random weights would answer with control tokens or nothing, failing every smoke prompt. An output
-    # layer that can only pick " the" or " and" (whichever side of one direction the state falls) answers words.
-    vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-    direction = torch.randn(config.hidden_size)
-    with torch.no_grad():
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[vocab["Ġthe"]] = direction
-        model.lm_head.weight[vocab["Ġand"]] = -direction
-    model.to(torch.float16).save_pretrained(folder, safe_serialization=True)
-
-    set_add_bos(folder, False)
-    return folder
 
 
 def swap_tensor_dims(gguf_path: Path, out: Path, tensor: str) -> Path:

@@ -1,14 +1,18 @@
-"""Tiny random-weight models of several architectures, written as real Hugging Face folders.
+"""Tiny random-weight models, written as real Hugging Face folders: the one builder every test uses.
 
 Weights come from a transformers config (two layers, hidden size 64), so conversion, quantization
 and llama.cpp loading run for real in seconds. The tokenizer is either SmolLM2's (a BPE tokenizer
 the converter recognizes) or a small SentencePiece model trained here from the shipped quality text.
+Besides the architectures the converter is proven on (``ARCHITECTURES``), two models are shaped
+for one test each: a Qwen3 that answers words (the gate tests) and a Mixtral whose router never
+picks two of its experts (the importance matrix's coverage report).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,9 @@ class TinyArch:
     spm_options: dict[str, Any] = field(default_factory=dict)
     prompt_template: str = "chatml"
     tokenizer_class: str | None = None  # written into tokenizer_config.json where the converter reads it
+    tokenizer_files: tuple[str, ...] = BPE_FILES  # what a bpe model copies from the tokenizer source
+    add_bos: bool | None = None  # written into tokenizer_config.json when set
+    shape: Callable[[Any, Path], None] | None = None  # edits the random model (and its folder) before saving
 
 
 ARCHITECTURES = (
@@ -106,7 +113,7 @@ def train_sentencepiece(folder: Path, **options: Any) -> Path:
     return prefix.with_suffix(".model")
 
 
-def make_tiny_model(arch: TinyArch, folder: Path) -> Path:
+def make_tiny_model(arch: TinyArch, folder: Path, tokenizer_source: Path = SMOLLM2_DIR) -> Path:
     """Write ``folder`` as a Hugging Face model folder of ``arch`` with random weights."""
     import torch
     import transformers
@@ -130,15 +137,19 @@ def make_tiny_model(arch: TinyArch, folder: Path) -> Path:
             encoding="utf-8",
         )
     else:
-        for name in BPE_FILES:
-            if (SMOLLM2_DIR / name).is_file():
-                shutil.copy(SMOLLM2_DIR / name, folder / name)
-        vocab, bos, eos = 49152, 1, 2
-        if arch.tokenizer_class is not None:
-            config_path = folder / "tokenizer_config.json"
-            tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
-            tokenizer_config["tokenizer_class"] = arch.tokenizer_class
-            config_path.write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
+        for name in arch.tokenizer_files:
+            if (tokenizer_source / name).is_file():
+                shutil.copy(tokenizer_source / name, folder / name)
+        source_config = json.loads((tokenizer_source / "config.json").read_text(encoding="utf-8"))
+        vocab, bos, eos = source_config["vocab_size"], 1, 2
+    config_path = folder / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
+    if arch.tokenizer_class is not None:
+        tokenizer_config["tokenizer_class"] = arch.tokenizer_class
+    if arch.add_bos is not None:
+        tokenizer_config["add_bos_token"] = arch.add_bos
+    if arch.tokenizer_class is not None or arch.add_bos is not None:
+        config_path.write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
     config_class = getattr(transformers, arch.config_class)
     settings = _COMMON | {"vocab_size": vocab, "bos_token_id": bos, "eos_token_id": eos} | arch.overrides
     config = config_class(**settings)
@@ -146,8 +157,62 @@ def make_tiny_model(arch: TinyArch, folder: Path) -> Path:
     model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float16)
     if arch.tokenizer == "spm":
         _never_emit_byte_tokens(model, folder / "tokenizer.model")
+    if arch.shape is not None:
+        arch.shape(model, folder)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def _answer_words(model: Any, folder: Path) -> None:
+    """An output layer that can only pick " the" or " and" (whichever side of one direction the state falls).
+
+    Random weights would answer with control tokens or nothing, failing every smoke prompt.
+    """
+    import torch
+
+    vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    direction = torch.randn(model.config.hidden_size, dtype=model.lm_head.weight.dtype)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[vocab["Ġthe"]] = direction
+        model.lm_head.weight[vocab["Ġand"]] = -direction
+
+
+def _route_to_two_experts(model: Any, _folder: Path) -> None:
+    """Router weights that send every token to expert 0 or 1, never to 2 or 3."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.model.layers:
+            moe = layer.mlp if hasattr(layer, "mlp") else layer.block_sparse_moe  # transformers 5 renamed it
+            gate = moe.gate.weight
+            v = torch.randn(gate.shape[1], dtype=gate.dtype)
+            gate.copy_(torch.stack([v, -v, torch.zeros_like(v), torch.zeros_like(v)]))
+
+
+_TOKENIZER_ONLY = ("tokenizer.json", "tokenizer_config.json")
+# Qwen3 with SmolLM2's tokenizer and ``add_bos_token: false`` written out, as Qwen3 ships it (its own
+# tokenizer class would bring Qwen's pre-tokenizer, which SmolLM2's vocabulary does not fit).
+QWEN3_WORDS = TinyArch(
+    "qwen3-words",
+    "Qwen3Config",
+    {"head_dim": 16, "max_position_embeddings": 2048, "tie_word_embeddings": False},
+    tokenizer_files=_TOKENIZER_ONLY,
+    add_bos=False,
+    shape=_answer_words,
+)
+MIXTRAL_UNROUTED = TinyArch(
+    "mixtral-unrouted",
+    "MixtralConfig",
+    {"num_local_experts": 4, "num_experts_per_tok": 1, "max_position_embeddings": 1024, "tie_word_embeddings": False},
+    tokenizer_files=_TOKENIZER_ONLY,
+    shape=_route_to_two_experts,
+)
+
+
+def tiny_qwen3(folder: Path, tokenizer_source: Path) -> Path:
+    """The gate tests' Qwen3 (``QWEN3_WORDS``) with ``tokenizer_source``'s tokenizer."""
+    return make_tiny_model(QWEN3_WORDS, folder, tokenizer_source)
 
 
 def _never_emit_byte_tokens(model: Any, tokenizer_model: Path) -> None:
