@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from publisher import prompts
 from publisher.cards import rows, run
+from publisher.cards.choosing import choosing_context
 from publisher.cards.imatrix import imatrix_context
 from publisher.cards.licensing import licensing_context
 from publisher.cards.original import embeddable_card
@@ -146,6 +147,7 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         "sharded": any(len(f.parts) > 1 for f in files),
         "failed": [a.quant_type for a in manifest.failed_artifacts()] if manifest else [],
         "quality_rows": rows.quality_rows(manifest) if manifest is not None else [],
+        "choosing": choosing_context(manifest),
         "reference_type": manifest.reference.quant_type
         if manifest and manifest.reference
         else recipe.convert.outtype.upper(),
