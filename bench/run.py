@@ -309,7 +309,7 @@ def bench_convert(bench: Bench, subject: Subject) -> dict[str, Any]:
 
 def bench_quantize(bench: Bench, subject: Subject) -> dict[str, Any]:
     """The quantize stage (as the pipeline times it) against a bare ``llama_model_quantize`` loop."""
-    from publisher import quants
+    from publisher.formats import gguf_quants
     from publisher.recipe import load_recipe
 
     prepare(bench, subject, "convert")
@@ -320,7 +320,7 @@ def bench_quantize(bench: Bench, subject: Subject) -> dict[str, Any]:
     direct_args = {
         "reference": str(reference),
         "out_dir": str(subject.direct_dir),
-        "types": {t: quants.lookup(t).ftype for t in subject.types},
+        "types": {t: gguf_quants.lookup(t).ftype for t in subject.types},
         "nthread": nthread,
     }
     warm([reference])
