@@ -1,6 +1,6 @@
 """Facts read from a GGUF file: metadata values, tensor types and the real bits per weight.
 
-Nominal bits per weight (``publisher.quants``) describe a quant mix on an ideal model. The real
+Nominal bits per weight (``publisher.formats.gguf_quants``) describe a quant mix on an ideal model. The real
 figure depends on the model: llama.cpp falls back to another block format for tensors whose rows
 are not a multiple of the block size (SmolLM2's 576-wide tensors cannot hold 256-wide K-quant
 super-blocks), and keeps norms in F32. ``bits_per_weight`` reads what the file actually holds.
