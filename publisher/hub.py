@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import httpx2
 from huggingface_hub import HfApi, get_token, set_client_factory
@@ -108,6 +108,18 @@ class _TimeoutTransport(httpx2.HTTPTransport):
                 what, seconds, env = "no answer from", self.read_s, "PUBLISHER_HF_READ_TIMEOUT"
             url = request.url.copy_with(query=None)
             raise type(err)(f"{what} {request.method} {url} within {seconds:g} s ({env})", request=request) from err
+
+
+class HubOptions(TypedDict, total=False):
+    """What a user of the client may set (each ``None`` or absent: from the environment, else the default)."""
+
+    endpoint: str | None
+    token: str | None
+    attempts: int | None
+    backoff_s: float | None
+    connect_timeout_s: float | None
+    read_timeout_s: float | None
+    sleep: Callable[[float], None]
 
 
 class HubClient:

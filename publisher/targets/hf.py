@@ -14,16 +14,15 @@ manifest or commit text.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 from huggingface_hub import CommitOperationAdd
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
 from publisher.errors import PublishError
-from publisher.hub import Hints, HubClient
+from publisher.hub import Hints, HubClient, HubOptions
 from publisher.targets.base import LocalFile, RemoteFile, RepoState, Target, check_sha256, verified_bytes
 
 T = TypeVar("T")
@@ -46,25 +45,9 @@ class HfTarget(Target):
 
     name = "hf"
 
-    def __init__(
-        self,
-        *,
-        endpoint: str | None = None,
-        token: str | None = None,
-        attempts: int | None = None,
-        backoff_s: float | None = None,
-        connect_timeout_s: float | None = None,
-        read_timeout_s: float | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, **options: Unpack[HubOptions]) -> None:
         self.hub = HubClient(
-            endpoint=endpoint,
-            token=token,
-            attempts=attempts,
-            backoff_s=backoff_s,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            sleep=sleep,
+            **options,
             error=PublishError,
             hints=PUBLISH_HINTS,
             retry_hint="files already uploaded are not sent again when you re-run",
