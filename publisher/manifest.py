@@ -91,13 +91,37 @@ class QualityResult(Record):
     tokens: int
 
 
+ArtifactFormat = Literal["gguf", "gptq", "awq", "imatrix"]
+
+
+class GptqParameters(Record):
+    """How a GPTQ variant was made: the library's own settings plus what it does not record itself."""
+
+    bits: int
+    group_size: int
+    act_order: bool
+    damp: float
+    sym: bool = True
+    dataset: str = Field(description="The calibration text's file name")
+    dataset_sha256: str
+    samples: int = Field(description="Calibration samples actually used")
+    seq_len: int = Field(description="Tokens per calibration sample")
+    branch: str
+    quantizer: str = Field(description="The library and version that quantized it, e.g. gptqmodel 7.6.0")
+
+
 class Artifact(Record):
-    """One GGUF file the build made (the reference or a quant)."""
+    """One product of the build: a GGUF file (the reference or a quant) or a folder (a GPTQ variant)."""
 
     quant_type: str
-    path: str = Field(description="Relative to the build folder")
-    size_bytes: int
-    sha256: str
+    path: str = Field(description="Relative to the build folder: the file, or the folder of a folder artifact")
+    size_bytes: int = Field(description="The file's size, or the sum of a folder's files")
+    sha256: str = Field(description="The file's sha256, or for a folder the digest of its file list (folder_digest)")
+    format: ArtifactFormat = "gguf"
+    files: dict[str, str] = Field(
+        default_factory=dict, description="A folder artifact's files: path inside the folder -> sha256"
+    )
+    gptq: GptqParameters | None = None
     bits_per_weight: float
     fingerprint: str
     status: Literal["built", "passed", "failed"] = "built"
@@ -111,6 +135,24 @@ class Artifact(Record):
     base_type: str | None = Field(None, description="The llama.cpp type a variant starts from (Q4_K_M for Q4_K_L)")
     overrides: dict[str, str] = Field(default_factory=dict, description="Tensor (pattern) -> ggml type of a variant")
     imatrix_sha256: str | None = Field(None, description="sha256 of the importance matrix it was quantized with")
+
+
+    @property
+    def is_folder(self) -> bool:
+        """Whether the artifact is a folder of files rather than one file."""
+        return bool(self.files)
+
+    def outputs(self) -> dict[str, str]:
+        """Every file of the artifact, relative to the build folder, with its sha256."""
+        if not self.files:
+            return {self.path: self.sha256}
+        return {f"{self.path}/{name}": digest for name, digest in self.files.items()}
+
+
+def folder_digest(files: dict[str, str]) -> str:
+    """One sha256 standing for a folder: over its sorted ``name sha256`` lines, so any change shows."""
+    listing = "".join(f"{name} {files[name]}\n" for name in sorted(files))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 class Architecture(Record):
@@ -218,6 +260,7 @@ class Manifest(Record):
     reference: Artifact | None = None
     imatrix: ImatrixRecord | None = None
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
+    gptq: dict[str, Artifact] = Field(default_factory=dict, description="GPTQ folder artifacts, by branch")
     card: dict[str, Any] = Field(default_factory=dict)
 
     def passed_artifacts(self) -> list[Artifact]:

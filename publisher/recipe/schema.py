@@ -21,6 +21,7 @@ from publisher.recipe.fields import (
     StrictModel,
     slug,
 )
+from publisher.recipe.gptq import Gptq
 from publisher.recipe.sections import (
     Card,
     Convert,
@@ -43,6 +44,7 @@ class Recipe(StrictModel):
     convert: Convert = Field(default_factory=Convert)
     imatrix: Imatrix | None = Field(None, description="Importance matrix for the quantizer; required by IQ1-IQ3_XS")
     quantize: Quantize
+    gptq: Gptq | None = Field(None, description="GPTQ variants, one branch each, in a sibling -GPTQ repo")
     smoke: Smoke = Field(default_factory=Smoke)
     card: Card
     publish: Publish
