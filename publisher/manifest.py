@@ -136,7 +136,6 @@ class Artifact(Record):
     overrides: dict[str, str] = Field(default_factory=dict, description="Tensor (pattern) -> ggml type of a variant")
     imatrix_sha256: str | None = Field(None, description="sha256 of the importance matrix it was quantized with")
 
-
     @property
     def is_folder(self) -> bool:
         """Whether the artifact is a folder of files rather than one file."""

@@ -78,7 +78,8 @@ class Gptq(StrictModel):
     @model_validator(mode="after")
     def _main_is_a_variant(self) -> Gptq:
         if self.main is not None and self.main not in self.branches():
-            raise FieldProblem(f"{self.main!r} is none of the variants' branches ({', '.join(self.branches())})", ("main",))
+            known = ", ".join(self.branches())
+            raise FieldProblem(f"{self.main!r} is none of the variants' branches ({known})", ("main",))
         return self
 
     def branches(self) -> list[str]:
