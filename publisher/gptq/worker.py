@@ -1,0 +1,154 @@
+"""The GPTQ worker: runs inside the separate ``.venv-gptq`` environment, never inside publisher's own.
+
+It imports only the standard library, numpy, torch, transformers and gptqmodel, so gptqmodel's pins
+(numpy, its patches to transformers) never reach the GGUF path. publisher runs it as a subprocess:
+
+    .venv-gptq/bin/python worker.py REQUEST.json RESULT.json
+
+``REQUEST.json`` holds ``{"op": "quantize" | "smoke", ...}``; the worker writes ``RESULT.json``
+(``{"ok": true, ...}`` or ``{"ok": false, "error": "one line"}``) and exits 0 either way, unless it
+was killed. See ``publisher/gptq/runner.py`` for both sides of the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Before torch and gptqmodel are imported: torch.compile hits its recompile limit on the CPU kernel,
+# and gptqmodel's CPU pool wants two workers even where the parent gets one core.
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _calibration(tokenizer: Any, text: str, samples: int, seq_len: int) -> list[dict[str, list[int]]]:
+    """Consecutive ``seq_len``-token windows of the text, at most ``samples`` of them, without special tokens."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    count = min(samples, len(ids) // seq_len)
+    if count == 0:
+        raise ValueError(f"the calibration text has {len(ids)} tokens, fewer than seq_len {seq_len}")
+    windows = [ids[i * seq_len : (i + 1) * seq_len] for i in range(count)]
+    return [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]
+
+
+def quantize(req: dict[str, Any]) -> dict[str, Any]:
+    """Quantize ``req["source"]`` with GPTQ into ``req["out"]`` (a new folder)."""
+    import torch
+    from gptqmodel import GPTQModel, QuantizeConfig
+    from gptqmodel.version import __version__
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(int(req.get("seed", 0)))
+    torch.set_num_threads(max(1, int(req.get("threads") or os.cpu_count() or 1)))
+    tokenizer = AutoTokenizer.from_pretrained(req["source"])
+    text = Path(req["calibration"]).read_text(encoding="utf-8")
+    calibration = _calibration(tokenizer, text, int(req["samples"]), int(req["seq_len"]))
+    config = QuantizeConfig(
+        bits=int(req["bits"]),
+        group_size=int(req["group_size"]),
+        desc_act=bool(req["act_order"]),
+        sym=bool(req.get("sym", True)),
+        damp_percent=float(req["damp"]),
+        # The default offloads finished layers to a random temporary folder and records its path in the
+        # saved config, so two runs would never write the same bytes. Models this worker makes fit in memory.
+        offload_to_disk=False,
+        device=req.get("device", "cpu"),
+    )
+    started = time.perf_counter()
+    model = GPTQModel.load(req["source"], config)
+    model.quantize(calibration, batch_size=1, tokenizer=tokenizer, calibration_sort=None)
+    model.save(req["out"])
+    return {
+        "samples": len(calibration),
+        "seq_len": int(req["seq_len"]),
+        "quantizer": f"gptqmodel {__version__}",
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_rss_bytes": _peak_rss(),
+    }
+
+
+def smoke(req: dict[str, Any]) -> dict[str, Any]:
+    """Load a GPTQ folder on ``req["device"]``, answer the prompts and store log-probs of the quality chunks."""
+    import numpy as np
+    import torch
+    from gptqmodel import BACKEND, GPTQModel
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(int(req.get("seed", 0)))
+    started = time.perf_counter()
+    device = req.get("device", "cpu")
+    backend = BACKEND.TORCH if device == "cpu" else BACKEND.AUTO
+    model = GPTQModel.load(req["model"], device=device, backend=backend)
+    net = model.model
+    net.eval()
+    tokenizer = AutoTokenizer.from_pretrained(req["model"])
+    load_s = time.perf_counter() - started
+    answers: list[Any] = []
+    generated = 0
+    gen_s = 0.0
+    with torch.inference_mode():
+        for messages in req["prompts"]:
+            ids: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+            if not isinstance(ids, torch.Tensor):  # transformers 5 may return a BatchEncoding
+                ids = ids["input_ids"]
+            ids = ids.to(net.device)
+            t0 = time.perf_counter()
+            out = net.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=int(req["max_tokens"]),
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            )
+            gen_s += time.perf_counter() - t0
+            new = out[0, ids.shape[1] :]
+            generated += int(new.shape[0])
+            answers.append(tokenizer.decode(new, skip_special_tokens=True))
+        result: dict[str, Any] = {"answers": answers}
+        if req.get("chunks"):
+            chunks = np.load(req["chunks"])
+            first = int(req["first_scored"])
+            parts = []
+            for chunk in chunks:
+                logits = net(torch.as_tensor(chunk[None, :].astype(np.int64), device=net.device)).logits[0]
+                logp = torch.log_softmax(logits[first : len(chunk) - 1].float(), dim=-1)
+                parts.append(logp.cpu().numpy().astype(np.float32))
+            np.save(req["logp_out"], np.concatenate(parts))
+    return result | {
+        "tokens_per_s": round(generated / gen_s, 3) if gen_s else None,
+        "load_s": round(load_s, 3),
+        "peak_rss_bytes": _peak_rss(),
+    }
+
+
+OPS = {"quantize": quantize, "smoke": smoke}
+
+
+def main(argv: list[str]) -> int:
+    request_path, result_path = Path(argv[1]), Path(argv[2])
+    req = json.loads(request_path.read_text(encoding="utf-8"))
+    try:
+        result = {"ok": True} | OPS[req["op"]](req)
+    except Exception as err:  # reported to publisher as one line; the traceback stays in the log
+        import traceback
+
+        traceback.print_exc()
+        result = {"ok": False, "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+    result_path.write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
