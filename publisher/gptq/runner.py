@@ -61,6 +61,7 @@ def run_worker(request: dict[str, Any], work_dir: Path, log_path: Path, timeout:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
+                    cwd=tmp,  # gptqmodel writes a logs/ folder into its working directory
                     timeout=timeout,
                     check=False,
                 )

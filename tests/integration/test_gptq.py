@@ -1,0 +1,143 @@
+"""GPTQ on the real demo model, quantized on the CPU by gptqmodel in its own environment (.venv-gptq).
+
+One module-scoped build makes two variants (act order on and off) from 8 calibration samples of 128
+tokens, smoke-tests them and measures their quality against the same reference logits as the GGUF
+rows; the tests then read that build. Reproducibility quantizes the act-order variant once more in
+a second build folder. Skipped, with the reason, when `make setup-gptq` has not made the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.common import CONVERTED_NAME, converted_smollm2, copy_build, recipe_variant
+
+from publisher import pipeline
+from publisher.gptq.folder import TOKENIZER_FILES, tokenizer_mismatches
+from publisher.gptq.runner import missing_reason
+from publisher.manifest import Manifest, load_manifest, sha256_file
+from publisher.recipe import Recipe, load_recipe
+
+pytestmark = pytest.mark.slow
+
+ACT_ORDER = "gptq-4bit-64g-actorder_True"
+NO_ACT_ORDER = "gptq-4bit-64g-actorder_False"
+STAGES = ["fetch", "convert", "quantize", "smoke", "gptq", "gptq-smoke"]
+CHANGES: dict[str, Any] = {
+    "quantize.types": ["Q8_0"],
+    "smoke.quality.max_chunks": 4,
+    "gptq": {
+        "samples": 8,
+        "seq_len": 128,
+        "variants": [{"group_size": 64, "act_order": True}, {"group_size": 64, "act_order": False}],
+    },
+}
+
+
+def _require_env() -> None:
+    if (reason := missing_reason()) is not None:
+        pytest.skip(reason)
+
+
+def _build(workdir: Path, recipe: Recipe) -> pipeline.BuildResult:
+    result = pipeline.execute(recipe, workdir, stages=STAGES)
+    return result
+
+
+@pytest.fixture(scope="module")
+def gptq_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recipe, Path, Manifest]:
+    _require_env()
+    converted = converted_smollm2(tmp_path_factory)
+    root = tmp_path_factory.mktemp("gptq")
+    workdir = root / "work"
+    build_dir = copy_build(converted, workdir)
+    recipe = load_recipe(recipe_variant(root / "recipes", CONVERTED_NAME, CHANGES))
+    _build(workdir, recipe)
+    manifest = load_manifest(build_dir)
+    assert manifest is not None
+    return recipe, build_dir, manifest
+
+
+def test_both_variants_are_folders_whose_every_file_is_recorded(gptq_build: tuple[Recipe, Path, Manifest]) -> None:
+    _, build_dir, manifest = gptq_build
+    assert list(manifest.gptq) == [ACT_ORDER, NO_ACT_ORDER]
+    for branch, artifact in manifest.gptq.items():
+        folder = build_dir / artifact.path
+        assert artifact.format == "gptq" and artifact.path == f"gptq/{branch}"
+        on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        assert sorted(artifact.files) == on_disk
+        assert {"config.json", "quantize_config.json", "model.safetensors", "tokenizer.json"} <= set(on_disk)
+        for name, digest in artifact.files.items():
+            assert sha256_file(folder / name) == digest
+        assert artifact.size_bytes == sum((folder / n).stat().st_size for n in artifact.files)
+        assert manifest.stages[f"gptq/{branch}"].outputs == artifact.outputs()
+    assert not list((build_dir / "gptq").glob(".*")), "no partial folder or request left behind"
+
+
+def test_recorded_parameters_are_the_recipe_s_and_the_folder_s(gptq_build: tuple[Recipe, Path, Manifest]) -> None:
+    _, build_dir, manifest = gptq_build
+    for branch, act_order in ((ACT_ORDER, True), (NO_ACT_ORDER, False)):
+        artifact = manifest.gptq[branch]
+        params = artifact.gptq
+        assert params is not None
+        assert (params.bits, params.group_size, params.act_order, params.damp) == (4, 64, act_order, 0.1)
+        assert (params.dataset, params.samples, params.seq_len) == ("calibration.txt", 8, 128)
+        assert params.quantizer == "gptqmodel 7.6.0"
+        folder = build_dir / artifact.path
+        saved = json.loads((folder / "quantize_config.json").read_text(encoding="utf-8"))
+        assert (saved["bits"], saved["group_size"], saved["desc_act"]) == (4, 64, act_order)
+        assert saved["meta"]["dataset"] == "calibration.txt" and saved["meta"]["seq_len"] == 128
+        assert "offload_to_disk_path" not in saved["meta"]
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        assert config["quantization_config"]["meta"]["samples"] == 8
+
+
+def test_tokenizer_and_generation_config_are_the_source_s(gptq_build: tuple[Recipe, Path, Manifest]) -> None:
+    _, build_dir, manifest = gptq_build
+    source = Path(manifest.source.path) if manifest.source else None
+    assert source is not None
+    for artifact in manifest.gptq.values():
+        folder = build_dir / artifact.path
+        assert tokenizer_mismatches(folder, source) == []
+        assert (folder / "generation_config.json").read_bytes() == (source / "generation_config.json").read_bytes()
+        assert any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def test_smoke_answers_and_quality_in_the_gguf_table(gptq_build: tuple[Recipe, Path, Manifest]) -> None:
+    _, _, manifest = gptq_build
+    q8 = manifest.artifacts["Q8_0"]
+    assert q8.quality is not None
+    for artifact in manifest.gptq.values():
+        assert artifact.status == "passed", artifact.failure
+        assert artifact.smoke is not None and artifact.smoke.output.strip()
+        assert "paris" in artifact.smoke.output.lower(), artifact.smoke.output
+        quality = artifact.quality
+        assert quality is not None
+        # the same scored tokens as the GGUF rows, and worse than 8 bits but still a language model
+        assert quality.tokens == q8.quality.tokens
+        assert quality.kl_divergence is not None and quality.kl_divergence > (q8.quality.kl_divergence or 0.0)
+        assert q8.quality.perplexity < quality.perplexity < 3 * q8.quality.perplexity
+    with_order, without = manifest.gptq[ACT_ORDER].quality, manifest.gptq[NO_ACT_ORDER].quality
+    assert with_order is not None and without is not None
+    print(f"KLD act order {with_order.kl_divergence} vs without {without.kl_divergence}")
+    assert (with_order.kl_divergence or 0) <= (without.kl_divergence or 0)
+
+
+def test_a_rerun_does_no_work(gptq_build: tuple[Recipe, Path, Manifest]) -> None:
+    recipe, build_dir, manifest = gptq_build
+    again = _build(build_dir.parent, recipe)
+    statuses = {s.name: s.status for s in again.stages}
+    assert statuses["gptq"] == "skipped" and statuses["gptq-smoke"] == "skipped"
+    assert again.manifest.gptq == manifest.gptq
+
+
+def test_same_inputs_same_bytes(gptq_build: tuple[Recipe, Path, Manifest], tmp_path: Path) -> None:
+    _, build_dir, manifest = gptq_build
+    changes = CHANGES | {"gptq": CHANGES["gptq"] | {"variants": CHANGES["gptq"]["variants"][:1]}}
+    recipe = load_recipe(recipe_variant(tmp_path / "recipes", CONVERTED_NAME, changes))
+    workdir = tmp_path / "work"
+    second = pipeline.execute(recipe, workdir, stages=["fetch", "gptq"])
+    assert second.manifest.gptq[ACT_ORDER].files == manifest.gptq[ACT_ORDER].files
