@@ -91,6 +91,13 @@ class Gptq(StrictModel):
         """The branch whose variant is also published on main."""
         return self.main or self.variants[0].branch_name
 
+    def repo(self, gguf_repo_id: str) -> str:
+        """The GPTQ repo: ``repo_id``, else the GGUF repo's name with -GPTQ in place of -GGUF."""
+        if self.repo_id:
+            return self.repo_id
+        stem = gguf_repo_id.removesuffix("-GGUF").removesuffix("-gguf")
+        return f"{stem}-GPTQ"
+
     def variant(self, branch: str) -> GptqVariant:
         """The variant published on ``branch``."""
         return next(v for v in self.variants if v.branch_name == branch)
