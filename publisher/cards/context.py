@@ -122,7 +122,9 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
     related = [r.model_dump() for r in recipe.card.related]
     if recipe.gptq is not None:  # the sibling repo built from the same recipe
         gptq_repo = recipe.gptq.repo(recipe.publish.repo_id)
-        related.insert(0, {"repo": gptq_repo, "description": "GPTQ models for GPU inference, one parameter set a branch"})
+        related.insert(
+            0, {"repo": gptq_repo, "description": "GPTQ models for GPU inference, one parameter set a branch"}
+        )
     if original_repo and not any(r["repo"] == original_repo for r in related):
         related.append({"repo": original_repo, "description": f"{model.creator}'s original model, unquantized"})
     return {
