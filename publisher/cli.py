@@ -288,6 +288,16 @@ def _publish(
         publish_view.print_plan(outcome, console)
     else:
         publish_view.print_result(outcome, console)
+    if recipe.gptq is not None:  # the sibling repo, one branch per variant
+        from publisher.publish_gptq import publish_gptq
+
+        gptq = publish_gptq(
+            recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run, console=err_console
+        )
+        if isinstance(gptq, publishing.PublishPlan):
+            publish_view.print_plan(gptq, console)
+        else:
+            publish_view.print_result(gptq, console)
 
 
 @app.command()
