@@ -9,6 +9,7 @@ a second build folder. Skipped, with the reason, when `make setup-gptq` has not 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,15 @@ from publisher import pipeline
 from publisher.gptq.folder import TOKENIZER_FILES, tokenizer_mismatches
 from publisher.gptq.runner import missing_reason
 from publisher.manifest import Manifest, load_manifest, sha256_file
+from publisher.publish import PublishResult
+from publisher.publish_gptq import publish_gptq
 from publisher.recipe import Recipe, load_recipe
 
 pytestmark = pytest.mark.slow
 
 ACT_ORDER = "gptq-4bit-64g-actorder_True"
 NO_ACT_ORDER = "gptq-4bit-64g-actorder_False"
-STAGES = ["fetch", "convert", "quantize", "smoke", "gptq", "gptq-smoke"]
+STAGES = ["fetch", "convert", "quantize", "smoke", "gptq", "gptq-smoke", "gptq-card", "card"]
 CHANGES: dict[str, Any] = {
     "quantize.types": ["Q8_0"],
     "smoke.quality.max_chunks": 4,
@@ -141,3 +144,53 @@ def test_same_inputs_same_bytes(gptq_build: tuple[Recipe, Path, Manifest], tmp_p
     workdir = tmp_path / "work"
     second = pipeline.execute(recipe, workdir, stages=["fetch", "gptq"])
     assert second.manifest.gptq[ACT_ORDER].files == manifest.gptq[ACT_ORDER].files
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_card_shows_what_the_manifest_recorded(gptq_build: tuple[Recipe, Path, Manifest]) -> None:
+    _, build_dir, manifest = gptq_build
+    card = (build_dir / "gptq" / "README.md").read_text(encoding="utf-8")
+    assert "hf download publisher-demo/SmolLM2-135M-Instruct-GPTQ --revision " + NO_ACT_ORDER in card
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in card.splitlines()
+        if line.startswith("| [")
+    }
+    assert set(rows) == {
+        "[main](https://huggingface.co/publisher-demo/SmolLM2-135M-Instruct-GPTQ/tree/main)",
+        f"[{NO_ACT_ORDER}](https://huggingface.co/publisher-demo/SmolLM2-135M-Instruct-GPTQ/tree/{NO_ACT_ORDER})",
+    }
+    for name, cells in rows.items():
+        artifact = manifest.gptq[ACT_ORDER if "main" in name else NO_ACT_ORDER]
+        params, quality = artifact.gptq, artifact.quality
+        assert params is not None and quality is not None
+        bits, gs, act, damp, dataset, seq_len, size, exllama, ppl, kld = cells[:10]
+        assert (bits, gs, act, damp) == ("4", "64", "Yes" if params.act_order else "No", "0.1")
+        assert (dataset, seq_len, exllama) == (params.dataset, str(params.seq_len), "Yes")
+        assert size == f"{artifact.size_bytes / 1e6:.1f} MB"
+        assert (ppl, kld) == (f"{quality.perplexity:.2f}", f"{quality.kl_divergence:.4f}")
+    gguf_card = (build_dir / "README.md").read_text(encoding="utf-8")
+    assert "(https://huggingface.co/publisher-demo/SmolLM2-135M-Instruct-GPTQ)" in gguf_card
+
+
+def test_publish_makes_one_branch_per_variant_and_is_idempotent(
+    gptq_build: tuple[Recipe, Path, Manifest], tmp_path: Path
+) -> None:
+    recipe, build_dir, manifest = gptq_build
+    hub = tmp_path / "hub"
+    first = publish_gptq(recipe, workdir=build_dir.parent, target="local", hub_dir=hub)
+    assert isinstance(first, PublishResult)
+    assert sorted(b.name for b in first.branches if b.commit) == sorted(["main", ACT_ORDER, NO_ACT_ORDER])
+    repo = hub / "publisher-demo" / "SmolLM2-135M-Instruct-GPTQ"
+    for branch, variant in (("main", ACT_ORDER), (ACT_ORDER, ACT_ORDER), (NO_ACT_ORDER, NO_ACT_ORDER)):
+        listed = set(_git(repo, "ls-tree", "--name-only", branch).split())
+        assert listed == {".gitattributes", "README.md", *manifest.gptq[variant].files}
+        subjects = _git(repo, "log", "--format=%s", branch).splitlines()
+        assert sum(s.startswith("Publish ") for s in subjects) == 1, subjects  # one commit per branch
+    refs = _git(repo, "for-each-ref")
+    again = publish_gptq(recipe, workdir=build_dir.parent, target="local", hub_dir=hub)
+    assert isinstance(again, PublishResult) and not any(b.commit for b in again.branches)
+    assert _git(repo, "for-each-ref") == refs
