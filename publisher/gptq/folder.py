@@ -32,6 +32,8 @@ COPIED_FROM_SOURCE = (*TOKENIZER_FILES, "generation_config.json")
 QUANTIZE_CONFIG = "quantize_config.json"
 # Keys gptqmodel writes that hold a path or time of the run that made the file, not a fact about it.
 VOLATILE_META = ("offload_to_disk_path",)
+# gptqmodel's per-module log (loss and seconds per module): kept in the build's logs, not published.
+QUANT_LOG = "quant_log.csv"
 
 
 def restore_source_files(folder: Path, source: Path) -> list[str]:
@@ -45,6 +47,13 @@ def restore_source_files(folder: Path, source: Path) -> list[str]:
         else:
             target.unlink(missing_ok=True)
     return copied
+
+
+def move_quant_log(folder: Path, logs: Path, stem: str) -> None:
+    """Move gptqmodel's per-module log out of the folder (its timings differ on every run)."""
+    log = folder / QUANT_LOG
+    if log.is_file():
+        shutil.move(log, guard_write(logs / f"{stem}.{QUANT_LOG}"))
 
 
 def _with_meta(config: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:

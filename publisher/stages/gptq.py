@@ -175,6 +175,7 @@ class GptqStage(Stage):
             quantizer=str(result["quantizer"]),
         )
         gptq_folder.restore_source_files(partial, source)
+        gptq_folder.move_quant_log(partial, ctx.logs_dir(), f"gptq-{branch}")
         gptq_folder.record_calibration(
             partial, {"dataset": params.dataset, "samples": params.samples, "seq_len": params.seq_len}
         )

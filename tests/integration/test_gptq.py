@@ -137,15 +137,6 @@ def test_a_rerun_does_no_work(gptq_build: tuple[Recipe, Path, Manifest]) -> None
     assert again.manifest.gptq == manifest.gptq
 
 
-def test_same_inputs_same_bytes(gptq_build: tuple[Recipe, Path, Manifest], tmp_path: Path) -> None:
-    _, build_dir, manifest = gptq_build
-    changes = CHANGES | {"gptq": CHANGES["gptq"] | {"variants": CHANGES["gptq"]["variants"][:1]}}
-    recipe = load_recipe(recipe_variant(tmp_path / "recipes", CONVERTED_NAME, changes))
-    workdir = tmp_path / "work"
-    second = pipeline.execute(recipe, workdir, stages=["fetch", "gptq"])
-    assert second.manifest.gptq[ACT_ORDER].files == manifest.gptq[ACT_ORDER].files
-
-
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
 
@@ -194,3 +185,12 @@ def test_publish_makes_one_branch_per_variant_and_is_idempotent(
     again = publish_gptq(recipe, workdir=build_dir.parent, target="local", hub_dir=hub)
     assert isinstance(again, PublishResult) and not any(b.commit for b in again.branches)
     assert _git(repo, "for-each-ref") == refs
+
+
+def test_same_inputs_same_bytes(gptq_build: tuple[Recipe, Path, Manifest], tmp_path: Path) -> None:
+    _, build_dir, manifest = gptq_build
+    changes = CHANGES | {"gptq": CHANGES["gptq"] | {"variants": CHANGES["gptq"]["variants"][:1]}}
+    recipe = load_recipe(recipe_variant(tmp_path / "recipes", CONVERTED_NAME, changes))
+    workdir = tmp_path / "work"
+    second = pipeline.execute(recipe, workdir, stages=["fetch", "gptq"])
+    assert second.manifest.gptq[ACT_ORDER].files == manifest.gptq[ACT_ORDER].files
