@@ -87,7 +87,7 @@ def gptq_context(recipe: Recipe, manifest: Manifest) -> dict[str, Any]:
         "original_repo": original,
         "profile": recipe.card.profile.model_dump(mode="json"),
         "rows": [asdict(r) for r in rows],
-        "example": rows[1].branch if len(rows) > 1 else "main",
+        "example": next((r.branch for r in rows if r.branch != "main"), "main"),
         "quantizer": done[0].gptq.quantizer if done and done[0].gptq else "gptqmodel",
         "reference_type": reference.quant_type if reference else None,
         "reference_quality": reference.quality.model_dump() if reference and reference.quality else None,
