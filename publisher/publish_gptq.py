@@ -1,6 +1,6 @@
 """Publishing the GPTQ variants: one repo (``<name>-GPTQ``), one branch per variant, one commit per branch.
 
-The variant ``gptq.main`` names also goes on ``main``; every branch carries the GPTQ card
+The variant ``gptq.main`` names goes on ``main`` (and on no branch of its own); every branch carries the GPTQ card
 (``gptq/README.md``, written by the gptq-card stage). Planning and committing are the GGUF
 publisher's own (:func:`publisher.publish.execute_plan`), so publishing again sends only what changed.
 """
@@ -76,7 +76,8 @@ def plan_gptq_publish(recipe: Recipe, target: Target, *, workdir: Path) -> Publi
     card_file = LocalFile(CARD_FILE, card, card.stat().st_size, sha256_file(card), "card")
     repo_id = gptq.repo(recipe.publish.repo_id)
     state = target.repo_state(repo_id)
-    wanted = {"main": gptq.main_branch} | {b: b for b in gptq.branches()}
+    # As TheBloke's repos: the main variant lives on main only, every other on its own branch.
+    wanted = {"main": gptq.main_branch} | {b: b for b in gptq.branches() if b != gptq.main_branch}
     by_branch = {a.quant_type: a for a in variants}
     branches = []
     for name, variant in wanted.items():

@@ -39,7 +39,7 @@ class GptqVariant(StrictModel):
 
     @property
     def branch_name(self) -> str:
-        """The branch this variant goes to (unless it is the one on ``main``)."""
+        """The variant's branch name (the variant on ``main`` gets no branch of its own)."""
         if self.branch:
             return self.branch
         group = "nogroup" if self.group_size == -1 else f"{self.group_size}g"
@@ -50,7 +50,7 @@ class Gptq(StrictModel):
     """GPTQ variants made by gptqmodel in its own environment (``make setup-gptq``)."""
 
     variants: list[GptqVariant] = Field(min_length=1, description="One entry per parameter set (and branch)")
-    main: str | None = Field(None, description="The branch whose variant also goes on main; default: the first")
+    main: str | None = Field(None, description="The variant (branch name) published on main; default: the first")
     calibration: str | None = Field(
         None, description="Calibration text, relative to the recipe; default: the one shipped with publisher"
     )
@@ -88,7 +88,7 @@ class Gptq(StrictModel):
 
     @property
     def main_branch(self) -> str:
-        """The branch whose variant is also published on main."""
+        """The branch name of the variant published on main."""
         return self.main or self.variants[0].branch_name
 
     def repo(self, gguf_repo_id: str) -> str:
