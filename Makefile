@@ -11,7 +11,7 @@ JOBS ?= $(shell nproc)
 LLAMA_CPP_PYTHON := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | cut -d= -f3)
 LLAMA_TOOLS ?= $(or $(PUBLISHER_LLAMA_TOOLS),$(HOME)/.cache/publisher/llama-tools/$(LLAMA_CPP_PYTHON))
 
-.PHONY: setup setup-gptq tools demo demo-imatrix test lint typecheck pytest test-fast bench browser clean
+.PHONY: setup setup-gptq tools demo demo-imatrix demo-gptq test lint typecheck pytest test-fast bench browser clean
 
 setup: $(INSTALLED) $(DEMO_READY) tools browser setup-gptq
 
@@ -59,6 +59,10 @@ demo: setup
 # The demo with an importance matrix, i-quants and a variant (about 4 minutes on 2 idle cores).
 demo-imatrix: setup
 	$(BIN)/publisher build recipes/smollm2-135m-instruct-imatrix.yaml --publish
+
+# The demo with two GPTQ branches in a sibling -GPTQ repo (about 10 CPU-minutes more; see README "GPTQ branches").
+demo-gptq: setup
+	$(BIN)/publisher build recipes/smollm2-135m-instruct-gptq.yaml --publish
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check publisher tests bench
