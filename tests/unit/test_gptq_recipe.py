@@ -46,6 +46,7 @@ def test_no_section_means_no_gptq(tmp_path: Path) -> None:
         ("gptq:\n  device: tpu\n  variants:\n    - {}\n", ":17: gptq.device: "),
         ("gptq:\n  variants: []\n", ":17: gptq.variants: "),
         ("gptq:\n  variants:\n    - {bits: 4, actorder: true}\n", ":18: gptq.variants[0].actorder: unknown key"),
+        ("gptq:\n  calibration: /dev/zero\n  variants:\n    - {}\n", ":17: gptq.calibration: "),
     ],
 )
 def test_impossible_values_name_file_line_and_field(tmp_path: Path, gptq: str, expected: str) -> None:
