@@ -25,7 +25,18 @@ __all__ = [
 ]
 
 # The modules that register the stages a build runs; importing one registers its stage.
-BUILTIN_MODULES = ("fetch", "convert", "imatrix", "quantize", "smoke", "shard", "card", "gptq", "gptq_smoke", "gptq_card")
+BUILTIN_MODULES = (
+    "fetch",
+    "convert",
+    "imatrix",
+    "quantize",
+    "smoke",
+    "shard",
+    "card",
+    "gptq",
+    "gptq_smoke",
+    "gptq_card",
+)
 
 
 class Stage:
