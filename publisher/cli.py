@@ -248,11 +248,17 @@ def build(
     ] = False,
     target: TargetOpt = None,
     hub_dir: HubDirOpt = DEFAULT_HUB_DIR,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (disk, memory, time per stage) and build nothing.")
+    ] = False,
 ) -> None:
     """Convert, quantize and test a recipe's model; re-running skips work the manifest proves done."""
     from publisher import pipeline
 
     recipe = load(recipe_path)
+    if dry_run:
+        _print_plan(recipe, workdir, source_dir=source_dir, stages=_split(stages), only=_split(only))
+        return
     result = pipeline.execute(
         recipe,
         workdir,
@@ -267,6 +273,38 @@ def build(
     pipeline.check_failures(result)
     if publish_too:
         _publish(recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=False)
+
+
+@app.command(name="plan")
+def plan_command(
+    recipe_path: RecipeArg,
+    *,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Builds folder (for free disk and files already built).")
+    ] = Path("build"),
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Plan only this quant type (repeatable, or a,b).")
+    ] = None,
+    stages: Annotated[
+        list[str] | None, typer.Option("--stages", help="Plan only these stages (repeatable, or a,b).")
+    ] = None,
+    source_dir: Annotated[
+        Path | None, typer.Option("--source-dir", help="A local copy of the source model (its config.json is enough).")
+    ] = None,
+) -> None:
+    """Per stage: the disk a build writes, its peak memory and time; exit 1 when this machine cannot do it."""
+    _print_plan(load(recipe_path), workdir, source_dir=source_dir, stages=_split(stages), only=_split(only))
+
+
+def _print_plan(
+    recipe: Recipe, workdir: Path, *, source_dir: Path | None, stages: list[str] | None, only: list[str] | None
+) -> None:
+    from publisher import plan
+
+    built = plan.make_plan(recipe, workdir, source_dir=source_dir, stages=stages, only_types=only)
+    console.print(plan.plan_table(built))
+    if refusals := built.refusals():
+        raise PublisherError("\n".join(refusals))
 
 
 def _publish(

@@ -1,0 +1,83 @@
+"""`publisher plan` against a measured build of the real SmolLM2 model: disk and peak memory within 10 %.
+
+The demo recipe (with an importance matrix, two types) is built one stage group at a time, each in
+a fresh process measured by ``os.wait4`` (the converter and llama-imatrix, run as children, are
+charged to their stage), and every file the plan names is compared with the file the build wrote.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from support.common import recipe_variant, require_llama_cpp, require_smollm2
+
+from bench.proc import run_measured
+from publisher import importance, plan
+from publisher.recipe import load_recipe
+
+pytestmark = [pytest.mark.slow]
+
+STAGE_GROUPS = (("fetch", "convert"), ("imatrix",), ("quantize",), ("smoke", "card"))
+TOLERANCE = 0.10
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[plan.BuildPlan, Path, dict[str, int]]:
+    """The plan, the build folder, and the peak RSS of each stage's process."""
+    require_smollm2()
+    require_llama_cpp()
+    if not (importance.tools_dir() / "bin" / "llama-imatrix").is_file():
+        pytest.skip(f"llama-imatrix is not built in {importance.tools_dir()}; run `make tools`")
+    root = tmp_path_factory.mktemp("plan")
+    path = recipe_variant(
+        root,
+        "plan",
+        {"quantize.types": ["Q4_K_M", "Q8_0"], "imatrix": {"chunks": 4, "context_length": 256}},
+    )
+    workdir = root / "work"
+    build_plan = plan.make_plan(load_recipe(path), workdir)
+    peaks: dict[str, int] = {}
+    for group in STAGE_GROUPS:
+        cmd = [sys.executable, "-m", "publisher.cli", "build", str(path), "--workdir", str(workdir)]
+        run = run_measured([*cmd, "--stages", ",".join(group)], log=root / "logs" / f"{group[0]}.log")
+        for stage in group:
+            peaks[stage] = run.peak_rss_bytes
+    return build_plan, workdir / "plan", peaks
+
+
+def _close(planned: int, real: int) -> bool:
+    return abs(planned - real) <= TOLERANCE * real
+
+
+def test_every_planned_file_has_the_planned_size(measured: tuple[plan.BuildPlan, Path, dict[str, int]]) -> None:
+    build_plan, build_dir, _ = measured
+    sizes = {}
+    for stage in build_plan.stages:
+        for name, size in stage.files.items():
+            sizes[name] = (size, (build_dir / name).stat().st_size)
+    suffixes = {".F16.gguf", ".imatrix.gguf", ".imatrix.txt", ".Q4_K_M.gguf", ".Q8_0.gguf", ".logits.npy"}
+    assert {
+        next(s for s in suffixes if name.endswith(s)) for name in sizes if name.endswith(tuple(suffixes))
+    } == suffixes
+    big = {name: pair for name, pair in sizes.items() if pair[1] > 1_000_000}
+    assert len(big) >= 4, sizes  # reference, two quants, reference logits
+    wrong = {name: pair for name, pair in big.items() if not _close(*pair)}
+    assert not wrong, f"planned vs written bytes off by more than 10 %: {wrong}"
+    written = sum(real for _, real in sizes.values())
+    assert _close(build_plan.disk, written), (build_plan.disk, written)
+    matrix = next(pair for name, pair in sizes.items() if name.endswith(".imatrix.gguf"))
+    assert _close(*matrix), matrix
+
+
+def test_each_stage_peak_memory_is_within_ten_percent(
+    measured: tuple[plan.BuildPlan, Path, dict[str, int]],
+) -> None:
+    build_plan, _, peaks = measured
+    checked = {s.stage: (s.peak_memory, peaks[s.stage]) for s in build_plan.stages if s.stage in peaks}
+    heavy = {stage: pair for stage, pair in checked.items() if stage in ("convert", "imatrix", "quantize", "smoke")}
+    assert len(heavy) == 4, checked
+    off = {stage: pair for stage, pair in heavy.items() if not _close(*pair)}
+    assert not off, f"planned vs measured peak RSS off by more than 10 %: {off}"
+    assert _close(build_plan.peak_memory, max(peaks.values())), (build_plan.peak_memory, peaks)
