@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -167,18 +169,32 @@ class QuantizeStage(Stage):
         todo = [t for t in ctx.selected_types() if forced or not artifact_current(ctx, t)]
         imatrix = load_imatrix(ctx, reference) if todo else None
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=ctx.console, transient=True) as progress:
-            for quant_type in todo:
-                self._one(ctx, reference, quant_type, progress, imatrix)
+        # Each file is hashed in a second thread while the next type quantizes (hashlib releases the
+        # GIL), and recorded once its hash is in; a failure still records the files already made.
+        made: _Made | None = None
+        with (
+            Progress(*columns, console=ctx.console, transient=True) as progress,
+            ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher,
+        ):
+            try:
+                for quant_type in todo:
+                    following = self._make(ctx, reference, quant_type, progress, imatrix)
+                    following.sha256 = hasher.submit(ctx.hash_file, following.target)
+                    if made is not None:
+                        self._record(ctx, made, imatrix)
+                    made = following
+            finally:
+                if made is not None:
+                    self._record(ctx, made, imatrix)
 
-    def _one(
+    def _make(
         self,
         ctx: BuildContext,
         reference: Path,
         quant_type: str,
         progress: Progress,
         imatrix: llama_cpp.QuantizerImatrix | None,
-    ) -> None:
+    ) -> _Made:
         started = time.perf_counter()
         # Forget first: a crash from here on leaves no record claiming the old file is current.
         ctx.forget(work_key(quant_type))
@@ -186,7 +202,12 @@ class QuantizeStage(Stage):
         target = ctx.build_dir / ctx.recipe.artifact_filename(quant_type)
         with atomic_path(target) as tmp:
             note = quantize_file(ctx, reference, tmp, quant_type, progress, imatrix)
-        seconds = time.perf_counter() - started
+        return _Made(quant_type, target, note, time.perf_counter() - started)
+
+    def _record(self, ctx: BuildContext, made: _Made, imatrix: llama_cpp.QuantizerImatrix | None) -> None:
+        quant_type, target = made.quant_type, made.target
+        assert made.sha256 is not None
+        sha256 = made.sha256.result()
         fp = settings(ctx, quant_type)
         bpw = gguf_info.bits_per_weight(target)
         variant = ctx.recipe.quantize.variant(quant_type)
@@ -195,7 +216,7 @@ class QuantizeStage(Stage):
             quant_type=quant_type,
             path=target.name,
             size_bytes=target.stat().st_size,
-            sha256=ctx.hash_file(target),
+            sha256=sha256,
             bits_per_weight=bpw,
             fingerprint=fp,
             base_type=None if variant.is_plain else variant.type,
@@ -206,10 +227,21 @@ class QuantizeStage(Stage):
         ctx.manifest.artifacts = dict(
             sorted(ctx.manifest.artifacts.items(), key=lambda kv: order.get(kv[0], len(order)))
         )
-        ctx.record(work_key(quant_type), fp, [target], seconds)
+        ctx.record(work_key(quant_type), fp, [target], made.seconds)
         nominal = gguf_quants.lookup(variant.type).nominal_bpw
-        extra = f"; {note}" if note else ""
+        extra = f"; {made.note}" if made.note else ""
         ctx.console.print(
             f"quantize: {target.name} {target.stat().st_size / 1e6:.1f} MB, {bpw:.2f} bpw "
-            f"(nominal {nominal:.2f}{extra}) in {seconds:.1f}s"
+            f"(nominal {nominal:.2f}{extra}) in {made.seconds:.1f}s"
         )
+
+
+@dataclass
+class _Made:
+    """A quant file just written: what to record once its hash (computed in the background) is in."""
+
+    quant_type: str
+    target: Path
+    note: str | None
+    seconds: float
+    sha256: Future[str] | None = None
