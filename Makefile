@@ -11,7 +11,7 @@ JOBS ?= $(shell nproc)
 LLAMA_CPP_PYTHON := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | cut -d= -f3)
 LLAMA_TOOLS ?= $(or $(PUBLISHER_LLAMA_TOOLS),$(HOME)/.cache/publisher/llama-tools/$(LLAMA_CPP_PYTHON))
 
-.PHONY: setup setup-gptq tools demo demo-imatrix demo-gptq test lint typecheck pytest test-fast bench browser clean
+.PHONY: setup setup-gptq tools demo demo-imatrix demo-gptq test lint typecheck pytest test-fast bench bench-scale browser clean
 
 setup: $(INSTALLED) $(DEMO_READY) tools browser setup-gptq
 
@@ -84,6 +84,10 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench
+
+# A 1.1B random Llama (TinyLlama's shape), added to bench/results.json beside the others: about 25 minutes.
+bench-scale: setup
+	$(PY) -m bench --models scale --sections convert,quantize,imatrix --rounds 2 --merge
 
 clean:
 	rm -rf build hub .pytest_cache .mypy_cache .ruff_cache tests/artifacts

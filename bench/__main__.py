@@ -11,7 +11,7 @@ from rich.console import Console
 
 from bench import models
 from bench.proc import BenchError
-from bench.report import markdown_table, print_table, schema_problems, write_results
+from bench.report import markdown_table, merge_results, print_table, schema_problems, write_results
 from bench.run import SECTIONS, run
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
@@ -32,10 +32,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="rounds of full build + rebuilds on the large model (default 1)",
     )
     parser.add_argument(
-        "--models", default="demo,large", help="comma-separated: demo (SmolLM2-135M), large (generated ~300M)"
+        "--models",
+        default="demo,large",
+        help="comma-separated: demo (SmolLM2-135M), large (generated ~300M), scale (generated 1.1B, TinyLlama's shape)",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="add this run's models to --out instead of replacing it (bench-scale)"
     )
     parser.add_argument("--quick", action="store_true", help="one round, demo model only (a smoke test of the harness)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch folder (default .cache/bench/work)")
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen_models = [m for m in args.models.split(",") if m]
     sections = [s for s in args.sections.split(",") if s]
-    unknown = sorted(set(sections) - set(SECTIONS)) + sorted(set(chosen_models) - {"demo", "large"})
+    unknown = sorted(set(sections) - set(SECTIONS)) + sorted(set(chosen_models) - {"demo", "large", "scale"})
     if unknown:
         console.print(f"[red]unknown section or model: {', '.join(unknown)}[/]")
         return 2
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, console)
     for error in results["errors"]:
         console.print(f"[red]{error['section']} on {error['model']} failed:[/] {error['error']}", highlight=False)
+    if args.merge and args.out.is_file():
+        results = merge_results(json.loads(args.out.read_text(encoding="utf-8")), results)
     write_results(args.out, results)
     problems = schema_problems(results)
     if problems and set(sections) == set(SECTIONS):

@@ -142,3 +142,117 @@ def _generate(spec: LlamaSpec, dest: Path) -> None:
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
+
+
+# TinyLlama-1.1B's shape, for `make bench-scale`: about 1.1 billion parameters.
+SCALE_SPEC = LlamaSpec(
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=22,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    vocab_size=32000,
+)
+SPM_VOCAB = 2000  # what the shipped texts can train; the converter pads the vocabulary to 32000
+TEXTS = (ROOT / "publisher" / "data" / "calibration.txt", ROOT / "publisher" / "data" / "quality.txt")
+
+
+def scale_model(spec: LlamaSpec = SCALE_SPEC, *, cache_dir: Path = CACHE_DIR) -> BenchModel:
+    """A random Llama of TinyLlama's shape with a SentencePiece tokenizer trained here, made once.
+
+    The weights are written tensor by tensor straight to bfloat16 safetensors (seconds), not through
+    transformers' model initialisation (minutes and 4.4 GB of float32 at this size).
+    """
+    millions = round(spec.parameters() / 1e6)
+    key = f"llama-{millions}m-spm"
+    dest = cache_dir / f"random-{key}"
+    wanted = asdict(spec) | {"tokenizer": f"sentencepiece-bpe-{SPM_VOCAB}"}
+    marker = dest / MARKER
+    if not (marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == wanted):
+        _generate_direct(spec, dest, wanted)
+    return BenchModel(key, dest, f"Llama {millions}M (TinyLlama's shape), random weights (generated)", True)
+
+
+def _llama_tensors(spec: LlamaSpec) -> dict[str, tuple[int, ...]]:
+    h, i, v = spec.hidden_size, spec.intermediate_size, spec.vocab_size
+    kv = h // spec.num_attention_heads * spec.num_key_value_heads
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
+    if not spec.tie_word_embeddings:
+        shapes["lm_head.weight"] = (v, h)
+    for n in range(spec.num_hidden_layers):
+        p = f"model.layers.{n}."
+        shapes |= {
+            p + "input_layernorm.weight": (h,),
+            p + "post_attention_layernorm.weight": (h,),
+            p + "self_attn.q_proj.weight": (h, h),
+            p + "self_attn.k_proj.weight": (kv, h),
+            p + "self_attn.v_proj.weight": (kv, h),
+            p + "self_attn.o_proj.weight": (h, h),
+            p + "mlp.gate_proj.weight": (i, h),
+            p + "mlp.up_proj.weight": (i, h),
+            p + "mlp.down_proj.weight": (h, i),
+        }
+    return shapes
+
+
+def _train_tokenizer(folder: Path) -> None:
+    import sentencepiece
+
+    text = folder / "train.txt"
+    text.write_text("\n".join(path.read_text(encoding="utf-8") for path in TEXTS), encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=SPM_VOCAB,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+        normalization_rule_name="identity",  # llama.cpp applies no normalizer
+        remove_extra_whitespaces=False,
+    )
+    text.unlink()
+    (folder / "tokenizer.vocab").unlink()
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+                    "unk_token": "<unk>", "add_bos_token": True}),
+        encoding="utf-8",
+    )  # fmt: skip
+
+
+def _generate_direct(spec: LlamaSpec, dest: Path, marker: dict[str, Any]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    print(f"generating a {spec.parameters() / 1e6:.0f}M-parameter random Llama at {dest} (once)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(spec.seed)
+    tensors = {}
+    for name, shape in _llama_tensors(spec).items():
+        if len(shape) == 1:
+            tensors[name] = torch.ones(shape, dtype=torch.bfloat16)
+        else:
+            tensors[name] = (torch.randn(shape, generator=generator) * 0.02).to(torch.bfloat16)
+    with tempfile.TemporaryDirectory(prefix=".gen-", dir=dest.parent) as scratch_name:
+        staging = Path(scratch_name) / "model"
+        staging.mkdir()
+        save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        del tensors
+        spec.llama_config().save_pretrained(staging)
+        _train_tokenizer(staging)
+        millions = round(spec.parameters() / 1e6)
+        (staging / "README.md").write_text(
+            README.format(millions=millions).replace(
+                "The tokenizer is SmolLM2's.", "Its SentencePiece tokenizer was trained on publisher's shipped texts."
+            ),
+            encoding="utf-8",
+        )
+        (staging / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)

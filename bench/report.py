@@ -72,6 +72,7 @@ RAW_BESIDE = {
 TARGETS = {
     "convert.wall_ratio": 1.05,
     "quantize.wall_ratio": 1.05,
+    "imatrix.wall_ratio": 1.05,
     "rebuild_noop.ratio": 0.02,
     "quantize.peak_rss_over_f16": 1.0,
 }
@@ -156,6 +157,23 @@ def with_headline(by_model: Mapping[str, Mapping[str, Any]], key: str) -> dict[s
     return {"model": worst, **top, "by_model": dict(by_model)}
 
 
+def merge_results(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``old`` with the models ``new`` measured added to each section (``make bench-scale`` adds its model
+    beside the others). Headlines stay those of ``old``; ``new``'s run details go under ``merged_runs``."""
+    merged = dict(old)
+    for key, value in new.items():
+        if isinstance(value, Mapping) and "by_model" in value:
+            before = old.get(key)
+            if isinstance(before, Mapping) and "by_model" in before:
+                merged[key] = {**before, "by_model": {**before["by_model"], **value["by_model"]}}
+            else:
+                merged[key] = dict(value)
+    merged["models"] = {**old.get("models", {}), **new.get("models", {})}
+    run = {k: new[k] for k in ("created", "machine", "settings", "errors") if k in new}
+    merged["merged_runs"] = [*old.get("merged_runs", []), run]
+    return merged
+
+
 def write_results(path: Path, results: Mapping[str, Any]) -> None:
     """Write results.json atomically (a temporary file renamed into place)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -194,8 +212,9 @@ def table(results: Mapping[str, Any]) -> Table:
     for name in ("figure", "model", "publisher", "direct", "ratio (range)", "target"):
         out.add_column(name)
 
-    def compare_rows(section: str, label: str) -> None:
-        for model, entry in results.get(section, {}).get("by_model", {}).items():
+    def compare_rows(section: str, label: str, nested: str | None = None) -> None:
+        for model, found in results.get(section, {}).get("by_model", {}).items():
+            entry = found[nested] if nested else found
             low, high = entry["wall_ratio_range"]
             ratio = f"{entry['wall_ratio']:.3f} ({low:.3f}-{high:.3f})"
             stage, direct = _s(entry["stage"]["wall_s"]), _s(entry["direct"]["wall_s"])
@@ -232,6 +251,8 @@ def table(results: Mapping[str, Any]) -> Table:
 
     compare_rows("convert", "convert")
     compare_rows("quantize", "quantize")
+    compare_rows("imatrix", "imatrix")
+    compare_rows("imatrix", "quantize with imatrix", nested="quantize_with_imatrix")
     compare_rows("smoke", "smoke + quality")
     for model, entry in results.get("smoke", {}).get("by_model", {}).items():
         passes = entry["reference_logit_passes"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from bench.stats import Comparison, Series, alternating
 
 DEMO_RECIPE = bench_models.ROOT / "recipes" / "smollm2-135m-instruct.yaml"
 TEMPLATE_NAME = "card.md.j2"
-SECTIONS = ("convert", "quantize", "smoke", "build", "card", "publish")
+SECTIONS = ("convert", "quantize", "imatrix", "smoke", "build", "card", "publish")
 
 
 @dataclass
@@ -172,6 +173,34 @@ def large_subject(work: Path, types: list[str]) -> Subject:
     }
     folder = work / model.key
     return Subject(model, folder, _write_recipe(folder, data), name, types)
+
+
+def scale_subject(work: Path, types: list[str]) -> Subject:
+    """The TinyLlama-shaped random model (``make bench-scale``), with the large model's light smoke settings."""
+    model = bench_models.scale_model()
+    base = large_subject(work, types)
+    data = yaml.safe_load(base.recipe_path.read_text(encoding="utf-8"))
+    name = f"bench-{model.key}"
+    data |= {"name": name, "source": {"path": str(model.path)}}
+    data["model"]["name"] = f"Random {model.key}"
+    data["quantize"]["basename"] = f"random-{model.key}"
+    data["publish"]["repo_id"] = f"publisher-bench/{model.key}-GGUF"
+    folder = work / model.key
+    return Subject(model, folder, _write_recipe(folder, data), name, types)
+
+
+IMATRIX_SETTINGS = {"chunks": 4, "context_length": 256}
+
+
+def imatrix_subject(subject: Subject) -> Subject:
+    """The subject's recipe with an importance matrix, built apart (its quants differ from the plain ones)."""
+    data = yaml.safe_load(subject.recipe_path.read_text(encoding="utf-8"))
+    name = f"{subject.build_name}-imatrix"
+    data |= {"name": name, "imatrix": dict(IMATRIX_SETTINGS)}
+    types = ["Q4_K_M"]
+    data["quantize"]["types"] = types
+    folder = subject.folder / "imatrix"
+    return Subject(subject.model, folder, _write_recipe(folder, data), name, types)
 
 
 def describe_model(subject: Subject) -> dict[str, Any]:
@@ -389,6 +418,57 @@ def _logit_passes(llama_counts: dict[str, dict[str, int]], reference: str) -> in
     return int(llama_counts.get(reference, {}).get("load_logits", 0))
 
 
+def bench_imatrix(bench: Bench, subject: Subject) -> dict[str, Any]:
+    """The imatrix stage against llama-imatrix run directly with the command line the stage logged,
+    then the quantize stage with the matrix against a bare ``llama_model_quantize`` loop given it."""
+    from publisher import importance, quants
+
+    if importance.tool("llama-imatrix") is None:
+        raise BenchError(f"llama-imatrix is not built in {importance.tools_dir()}; run `make tools`")
+    sub = imatrix_subject(subject)
+    prepare(bench, sub, "imatrix")
+    logged = (sub.build_dir / "logs" / "imatrix.log").read_text(encoding="utf-8").splitlines()[0]
+    cmd = shlex.split(logged.split(" && ", 1)[1])
+    sub.direct_dir.mkdir(parents=True, exist_ok=True)
+    direct_out = sub.direct_dir / "direct.imatrix.gguf"
+    for flag, value in (("-m", None), ("-f", None), ("-o", direct_out)):
+        at = cmd.index(flag) + 1
+        cmd[at] = str(value or sub.build_dir / cmd[at])
+    reference = sub.reference()
+    matrix = sub.build_dir / str(sub.manifest()["imatrix"]["path"])
+    warm([reference])
+
+    def publisher() -> tuple[Measured, float, float]:
+        return _stage(bench.build(sub, stages=["imatrix"], force=["imatrix"]), "imatrix")
+
+    def direct() -> tuple[Measured, float, float]:
+        m = bench.command("imatrix-direct", cmd)
+        drop_file(direct_out)
+        return m, m.wall_s, m.cpu_s
+
+    entry = compare(bench, sub, "imatrix", publisher, direct)
+    entry["settings"] = dict(IMATRIX_SETTINGS)
+    args = {
+        "reference": str(reference),
+        "out_dir": str(sub.direct_dir),
+        "types": {t: quants.lookup(t).ftype for t in sub.types},
+        "nthread": 0,
+        "imatrix": str(matrix),
+    }
+
+    def quantize_publisher() -> tuple[Measured, float, float]:
+        return _stage(bench.build(sub, stages=["quantize"], force=["quantize"]), "quantize")
+
+    def quantize_direct() -> tuple[Measured, float, float]:
+        m = bench.worker("quantize-direct", args)
+        for name in sub.types:
+            drop_file(sub.direct_dir / f"direct.{name}.gguf")
+        return m, float(m.report["work_s"]), float(m.report["cpu_s"])
+
+    with_matrix = compare(bench, sub, "quantize with imatrix", quantize_publisher, quantize_direct)
+    return entry | {"quantize_with_imatrix": with_matrix | {"types": sub.types}}
+
+
 def bench_smoke(bench: Bench, subject: Subject) -> dict[str, Any]:
     """The smoke stage (as the pipeline times it) against the same llama.cpp work done by hand."""
     prepare(bench, subject, "quantize")
@@ -600,6 +680,8 @@ def run(
     if "large" in models:
         # Two types, the most used ones, keep the larger model's rounds within the time budget.
         subjects.append(large_subject(work, ["Q4_K_M", "Q8_0"]))
+    if "scale" in models:
+        subjects.append(scale_subject(work, ["Q4_K_M", "Q8_0"]))
     by: dict[str, dict[str, dict[str, Any]]] = {}
 
     errors: list[dict[str, str]] = []
@@ -618,7 +700,12 @@ def run(
         return bench_builds(bench, subject, build_rounds if subject is demo else large_build_rounds)
 
     for subject in subjects:
-        for name, fn in (("convert", bench_convert), ("quantize", bench_quantize), ("smoke", bench_smoke)):
+        for name, fn in (
+            ("convert", bench_convert),
+            ("quantize", bench_quantize),
+            ("imatrix", bench_imatrix),
+            ("smoke", bench_smoke),
+        ):
             # The smoke comparison runs on the demo model: the random model's answers are noise.
             if name in sections and (name != "smoke" or subject is demo):
                 entry = section(name, subject, fn)
@@ -640,6 +727,7 @@ def run(
     for name, key in (
         ("convert", "wall_ratio"),
         ("quantize", "wall_ratio"),
+        ("imatrix", "wall_ratio"),
         ("smoke", "wall_ratio"),
         ("rebuild_noop", "ratio"),
         ("rebuild_card_only", "ratio"),

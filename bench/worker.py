@@ -206,10 +206,19 @@ def task_quantize_direct(args: Report) -> Report:
 
     seconds = {}
     started, cpu = time.perf_counter(), cpu_seconds()
+    matrix = None
+    if args.get("imatrix"):  # the same matrix, read and handed over as the quantize stage does
+        from publisher import importance
+
+        path, reference = Path(args["imatrix"]), Path(args["reference"])
+        data = importance.read_imatrix(path)
+        matrix = importance.QuantizerImatrix(data, importance.quantizer_data(data, reference), path.name)
     for name, ftype in args["types"].items():
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = int(ftype)
         params.nthread = int(args["nthread"])
+        if matrix is not None:
+            matrix.apply(params)
         out = Path(args["out_dir"]) / f"direct.{name}.gguf"
         begun = time.perf_counter()
         rc = llama_cpp.llama_model_quantize(args["reference"].encode(), str(out).encode(), ctypes.byref(params))

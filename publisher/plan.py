@@ -246,11 +246,10 @@ class _Facts:
 
         spec = self.recipe.imatrix
         assert spec is not None
-        files = {matrix_name(self.recipe): quant_sizes.imatrix_bytes(self.arch)}
+        files = imatrix_files(self.recipe, self.arch)
         if spec.file is not None:
             return StagePlan("imatrix", files, PYTHON_BASE, 1.0, "given file, checked")
-        text = _text_bytes(self.recipe, spec.text, "calibration.txt")
-        files[text_name(self.recipe)] = text
+        text = files[text_name(self.recipe)]
         n_ctx = spec.context_length
         tokens = min(spec.chunks, max(1, text // CHARS_PER_TOKEN // n_ctx)) * n_ctx
         peak = (
@@ -300,6 +299,18 @@ class _Facts:
             + len(smoke.prompts) * smoke.max_tokens * (self.reference_bytes / GENERATE_BYTES_PER_S)
         )
         return StagePlan("smoke", files, peak, files_tested * per_file + 3.0, f"{files_tested} files")
+
+
+def imatrix_files(recipe: Recipe, arch: Architecture) -> dict[str, int]:
+    """The imatrix stage's files and their sizes: the matrix, and the calibration text unless a file is given."""
+    from publisher.stages.imatrix import matrix_name, text_name
+
+    spec = recipe.imatrix
+    assert spec is not None
+    files = {matrix_name(recipe): quant_sizes.imatrix_bytes(arch)}
+    if spec.file is None:
+        files[text_name(recipe)] = _text_bytes(recipe, spec.text, "calibration.txt")
+    return files
 
 
 def _text_bytes(recipe: Recipe, text: str | None, shipped: str) -> int:

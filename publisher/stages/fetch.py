@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from publisher.errors import DiskSpaceError, SourceError
@@ -47,11 +47,12 @@ class DiskPlan:
     reference: int = 0
     reference_type: str = "F16"
     quants: dict[str, int] = field(default_factory=dict)
+    imatrix: int = 0  # the importance matrix and the calibration text beside it
 
     @property
     def total(self) -> int:
         """Everything, with a margin for metadata and rounding."""
-        raw = self.download + self.reference + sum(self.quants.values())
+        raw = self.download + self.reference + sum(self.quants.values()) + self.imatrix
         return int(raw * DISK_MARGIN) + DISK_SLACK_BYTES if raw else 0
 
 
@@ -93,6 +94,8 @@ def check_disk(where: Path, plan: DiskPlan, *, free: int | None = None) -> None:
         parts.append(f"download {format_bytes(plan.download, 'GB')}")
     if plan.reference:
         parts.append(f"{plan.reference_type} reference {format_bytes(plan.reference, 'GB')}")
+    if plan.imatrix:
+        parts.append(f"importance matrix and calibration text {format_bytes(plan.imatrix, 'GB')}")
     if plan.quants:
         parts.append("quants " + ", ".join(f"{t} {format_bytes(b, 'GB')}" for t, b in plan.quants.items()))
     raise DiskSpaceError(
@@ -113,7 +116,18 @@ def check_build_disk(ctx: BuildContext) -> None:
     plan = estimate(source.parameters, recipe.convert.outtype, missing, variants=_variants(ctx))
     if ref_exists:
         plan = DiskPlan(quants=plan.quants)
-    check_disk(ctx.build_dir, plan)
+    check_disk(ctx.build_dir, replace(plan, imatrix=_imatrix_bytes(ctx)))
+
+
+def _imatrix_bytes(ctx: BuildContext) -> int:
+    """The imatrix stage's two files when they are still to be written (see :mod:`publisher.plan`)."""
+    from publisher.plan import imatrix_files
+
+    if ctx.recipe.imatrix is None or ctx.manifest.source is None or ctx.manifest.source.facts is None:
+        return 0
+    arch = ctx.manifest.source.facts.architecture
+    files = imatrix_files(ctx.recipe, arch) if arch is not None else {}
+    return sum(size for name, size in files.items() if not (ctx.build_dir / name).exists())
 
 
 # ---------------------------------------------------------------------------------------------

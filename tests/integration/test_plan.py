@@ -34,7 +34,11 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[plan.BuildPlan, 
     path = recipe_variant(
         root,
         "plan",
-        {"quantize.types": ["Q4_K_M", "Q8_0"], "imatrix": {"chunks": 4, "context_length": 256}},
+        {
+            "quantize.types": ["Q4_K_M", "Q8_0"],
+            "imatrix": {"chunks": 4, "context_length": 256},
+            "smoke.quality.max_chunks": 2,
+        },
     )
     workdir = root / "work"
     build_plan = plan.make_plan(load_recipe(path), workdir)

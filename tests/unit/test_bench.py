@@ -329,3 +329,26 @@ def test_spec_parameter_count_matches_transformers() -> None:
         model = transformers.LlamaForCausalLM(spec.llama_config())
     assert spec.parameters() == sum(p.numel() for p in model.parameters())
     assert 250e6 < LlamaSpec().parameters() < 400e6  # "a few hundred million"
+
+
+def test_merge_adds_the_scale_model_beside_the_others() -> None:
+    old = full_results()
+    entry = report.comparison_entry(_comparison([60.0, 61.0], [59.0, 60.0]), _comparison([9e8, 9e8], [9e8, 9e8]))
+    imatrix = entry | {"quantize_with_imatrix": report.comparison_entry(_comparison([20.0, 20.0], [19.0, 19.5]))}
+    new = {
+        "created": "2026-12-01T00:00:00+00:00",
+        "settings": {"models": ["scale"]},
+        "models": {"llama-1100m-spm": {"parameters": 1_100_048_384}},
+        "convert": report.with_headline({"llama-1100m-spm": entry}, "wall_ratio"),
+        "imatrix": report.with_headline({"llama-1100m-spm": imatrix}, "wall_ratio"),
+    }
+    merged = report.merge_results(old, new)
+    assert set(merged["convert"]["by_model"]) == {"demo", "llama-304m", "llama-1100m-spm"}
+    assert merged["convert"]["model"] == "llama-304m"  # the headline stays the earlier run's
+    assert merged["imatrix"]["by_model"]["llama-1100m-spm"]["quantize_with_imatrix"]["wall_ratio"] > 1
+    assert merged["merged_runs"] == [{"created": new["created"], "settings": new["settings"]}]
+    assert report.schema_problems(merged) == []
+    console = Console(record=True, width=200)
+    report.print_table(merged, console)
+    text = console.export_text()
+    assert "quantize with imatrix" in text and "llama-1100m-spm" in text

@@ -75,3 +75,18 @@ def test_files_already_built_are_not_counted_again(tmp_path: Path) -> None:
 def test_no_config_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PublisherError, match=r"plan: cannot tell the shape of CausalLM/14B: .*--source-dir"):
         plan.make_plan(load_recipe(RECIPE_14B), tmp_path, machine=BIG)
+
+
+def test_the_build_disk_check_counts_the_importance_matrix(tmp_path: Path) -> None:
+    from publisher.errors import DiskSpaceError
+    from publisher.stages import fetch
+
+    recipe = load_recipe(REPO_ROOT / "recipes" / "smollm2-135m-instruct-imatrix.yaml")
+    arch = read_architecture(CONFIG_14B)  # any shape: the names come from the recipe
+    assert arch is not None
+    files = plan.imatrix_files(recipe, arch)
+    assert set(files) == {"SmolLM2-135M-Instruct.imatrix.gguf", "SmolLM2-135M-Instruct.imatrix.txt"}
+    disk = fetch.DiskPlan(quants={"Q4_K_M": 10**9}, imatrix=sum(files.values()))
+    assert disk.total > fetch.DiskPlan(quants={"Q4_K_M": 10**9}).total
+    with pytest.raises(DiskSpaceError, match=r"importance matrix and calibration text 0\.\d\d GB"):
+        fetch.check_disk(tmp_path, disk, free=10**9)
