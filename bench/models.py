@@ -243,7 +243,9 @@ def _generate_direct(spec: LlamaSpec, dest: Path, marker: dict[str, Any]) -> Non
         staging.mkdir()
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
         del tensors
-        spec.llama_config().save_pretrained(staging)
+        config = spec.llama_config()
+        config.architectures = ["LlamaForCausalLM"]  # what the converter dispatches on
+        config.save_pretrained(staging)
         _train_tokenizer(staging)
         millions = round(spec.parameters() / 1e6)
         (staging / "README.md").write_text(

@@ -152,7 +152,16 @@ def demo_subject(work: Path) -> Subject:
 
 def large_subject(work: Path, types: list[str]) -> Subject:
     """The generated model with a light smoke test (its answers are noise; the checks still run)."""
-    model = bench_models.generated_model()
+    return random_subject(work, bench_models.generated_model(), types)
+
+
+def scale_subject(work: Path, types: list[str]) -> Subject:
+    """The TinyLlama-shaped random model of ``make bench-scale``, set up as the large one."""
+    return random_subject(work, bench_models.scale_model(), types)
+
+
+def random_subject(work: Path, model: bench_models.BenchModel, types: list[str]) -> Subject:
+    """A generated model's recipe: ``types``, one short prompt, two quality chunks."""
     name = f"bench-{model.key}"
     data: dict[str, Any] = {
         "name": name,
@@ -171,20 +180,6 @@ def large_subject(work: Path, types: list[str]) -> Subject:
         "card": {"profile": {"quantized_by": "publisher-bench"}},
         "publish": {"target": "local", "repo_id": f"publisher-bench/{model.key}-GGUF"},
     }
-    folder = work / model.key
-    return Subject(model, folder, _write_recipe(folder, data), name, types)
-
-
-def scale_subject(work: Path, types: list[str]) -> Subject:
-    """The TinyLlama-shaped random model (``make bench-scale``), with the large model's light smoke settings."""
-    model = bench_models.scale_model()
-    base = large_subject(work, types)
-    data = yaml.safe_load(base.recipe_path.read_text(encoding="utf-8"))
-    name = f"bench-{model.key}"
-    data |= {"name": name, "source": {"path": str(model.path)}}
-    data["model"]["name"] = f"Random {model.key}"
-    data["quantize"]["basename"] = f"random-{model.key}"
-    data["publish"]["repo_id"] = f"publisher-bench/{model.key}-GGUF"
     folder = work / model.key
     return Subject(model, folder, _write_recipe(folder, data), name, types)
 

@@ -37,6 +37,9 @@ CONVERT_BASE = 430 * MB
 CONVERT_COPIES = 1.4
 # llama-imatrix and llama.cpp's quantizer: a C++ process with the ggml backends loaded.
 NATIVE_BASE = 40 * MB
+# llama-imatrix keeps several copies of a chunk's logits (llama.cpp's output buffer, the graph's
+# result, its own copy for the perplexity it prints, per-thread softmax scratch): fitted on SmolLM2.
+IMATRIX_LOGITS_COPIES = 6.5
 # Throughput on this machine (AMD EPYC, AVX2): converter seconds per parameter plus start-up,
 # quantizer nanoseconds per parameter and core, and llama.cpp's batched evaluation in FLOP/s per core.
 CONVERT_START_S = 4.5
@@ -256,7 +259,7 @@ class _Facts:
             NATIVE_BASE
             + self.reference_bytes
             + self.arch.kv_cache_bytes(n_ctx)
-            + n_ctx * self.vocab * 4
+            + int(IMATRIX_LOGITS_COPIES * n_ctx * self.vocab * 4)
             + self.compute_buffer(n_ctx)
             + files[matrix_name(self.recipe)]
         )

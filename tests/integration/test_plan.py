@@ -67,6 +67,7 @@ def test_every_planned_file_has_the_planned_size(measured: tuple[plan.BuildPlan,
     } == suffixes
     big = {name: pair for name, pair in sizes.items() if pair[1] > 1_000_000}
     assert len(big) >= 4, sizes  # reference, two quants, reference logits
+    print(f"\nplanned vs written bytes: {sizes}")
     wrong = {name: pair for name, pair in big.items() if not _close(*pair)}
     assert not wrong, f"planned vs written bytes off by more than 10 %: {wrong}"
     written = sum(real for _, real in sizes.values())
@@ -82,6 +83,7 @@ def test_each_stage_peak_memory_is_within_ten_percent(
     checked = {s.stage: (s.peak_memory, peaks[s.stage]) for s in build_plan.stages if s.stage in peaks}
     heavy = {stage: pair for stage, pair in checked.items() if stage in ("convert", "imatrix", "quantize", "smoke")}
     assert len(heavy) == 4, checked
+    print(f"\nplanned vs measured peak RSS (MB): { {k: (p // 10**6, m // 10**6) for k, (p, m) in heavy.items()} }")
     off = {stage: pair for stage, pair in heavy.items() if not _close(*pair)}
     assert not off, f"planned vs measured peak RSS off by more than 10 %: {off}"
     assert _close(build_plan.peak_memory, max(peaks.values())), (build_plan.peak_memory, peaks)
