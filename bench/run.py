@@ -194,6 +194,7 @@ def imatrix_subject(subject: Subject) -> Subject:
     data |= {"name": name, "imatrix": dict(IMATRIX_SETTINGS)}
     types = ["Q4_K_M"]
     data["quantize"]["types"] = types
+    data["smoke"]["prompts"] = [{"prompt": "Say hello."}]  # never run here; the demo's name types not built
     folder = subject.folder / "imatrix"
     return Subject(subject.model, folder, _write_recipe(folder, data), name, types)
 
