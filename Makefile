@@ -85,7 +85,7 @@ test-fast: setup
 bench: setup
 	$(PY) -m bench
 
-# A 1.1B random Llama (TinyLlama's shape), added to bench/results.json beside the others: about 25 minutes.
+# A 1.1B random Llama (TinyLlama's shape) measured and merged into bench/results.json beside the others.
 bench-scale: setup
 	$(PY) -m bench --models scale --sections convert,quantize,imatrix --rounds 2 --merge
 
