@@ -417,10 +417,11 @@ def _logit_passes(llama_counts: dict[str, dict[str, int]], reference: str) -> in
 def bench_imatrix(bench: Bench, subject: Subject) -> dict[str, Any]:
     """The imatrix stage against llama-imatrix run directly with the command line the stage logged,
     then the quantize stage with the matrix against a bare ``llama_model_quantize`` loop given it."""
-    from publisher import importance, quants
+    from publisher.formats import gguf_quants
+    from publisher.runtimes import llama_cpp
 
-    if importance.tool("llama-imatrix") is None:
-        raise BenchError(f"llama-imatrix is not built in {importance.tools_dir()}; run `make tools`")
+    if llama_cpp.tool("llama-imatrix") is None:
+        raise BenchError(f"llama-imatrix is not built in {llama_cpp.tools_dir()}; run `make tools`")
     sub = imatrix_subject(subject)
     prepare(bench, sub, "imatrix")
     logged = (sub.build_dir / "logs" / "imatrix.log").read_text(encoding="utf-8").splitlines()[0]
@@ -447,7 +448,7 @@ def bench_imatrix(bench: Bench, subject: Subject) -> dict[str, Any]:
     args = {
         "reference": str(reference),
         "out_dir": str(sub.direct_dir),
-        "types": {t: quants.lookup(t).ftype for t in sub.types},
+        "types": {t: gguf_quants.lookup(t).ftype for t in sub.types},
         "nthread": 0,
         "imatrix": str(matrix),
     }

@@ -212,7 +212,7 @@ def task_quantize_direct(args: Report) -> Report:
 
         path, reference = Path(args["imatrix"]), Path(args["reference"])
         data = importance.read_imatrix(path)
-        matrix = importance.QuantizerImatrix(data, importance.quantizer_data(data, reference), path.name)
+        matrix = importance.quantizer_imatrix(data, importance.quantizer_data(data, reference), path.name)
     for name, ftype in args["types"].items():
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = int(ftype)

@@ -19,8 +19,9 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from publisher import quant_sizes, quants
+from publisher import quant_sizes
 from publisher.errors import PublisherError
+from publisher.formats import gguf_quants
 from publisher.manifest import MANIFEST_NAME, Architecture, load_manifest
 from publisher.recipe import Recipe
 from publisher.report import format_bytes
@@ -273,7 +274,7 @@ class _Facts:
         peak = PYTHON_BASE + largest.elements * (4 + source_bytes + 34 / 32) if types else PYTHON_BASE
         seconds = 0.0
         for t in types:
-            family = quants.lookup(self.recipe.quantize.variant(t).type).family
+            family = gguf_quants.lookup(self.recipe.quantize.variant(t).type).family
             seconds += QUANTIZE_NS.get(family, QUANTIZE_NS_OTHER) * 1e-9 * self.params / self.cores
         return StagePlan("quantize", files, int(peak), seconds, f"{len(types)} types")
 

@@ -14,8 +14,9 @@ import pytest
 from support.common import recipe_variant, require_llama_cpp, require_smollm2
 
 from bench.proc import run_measured
-from publisher import importance, plan
+from publisher import plan
 from publisher.recipe import load_recipe
+from publisher.runtimes import llama_cpp
 
 pytestmark = [pytest.mark.slow]
 
@@ -28,8 +29,8 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[plan.BuildPlan, 
     """The plan, the build folder, and the peak RSS of each stage's process."""
     require_smollm2()
     require_llama_cpp()
-    if not (importance.tools_dir() / "bin" / "llama-imatrix").is_file():
-        pytest.skip(f"llama-imatrix is not built in {importance.tools_dir()}; run `make tools`")
+    if llama_cpp.tool("llama-imatrix") is None:
+        pytest.skip(f"llama-imatrix is not built in {llama_cpp.tools_dir()}; run `make tools`")
     root = tmp_path_factory.mktemp("plan")
     path = recipe_variant(
         root,
