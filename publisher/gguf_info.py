@@ -8,7 +8,12 @@ super-blocks), and keeps norms in F32. ``bits_per_weight`` reads what the file a
 
 from __future__ import annotations
 
+import hashlib
+import mmap
+import struct
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,16 +97,36 @@ class TensorEntry:
     nbytes: int
 
 
-def tensor_table(path: Path) -> list[TensorEntry]:
-    """The tensor table of ``path``, read by skipping over the metadata without decoding it.
+def _value_end(data: Any, kind: int, pos: int) -> int:
+    """Where a metadata value of type ``kind`` that starts at ``pos`` ends, without decoding it."""
+    if kind in _SCALAR_SIZES:
+        return pos + _SCALAR_SIZES[kind]
+    if kind == 8:
+        return pos + 8 + int(struct.unpack_from("<Q", data, pos)[0])
+    if kind == 9:
+        item, count = struct.unpack_from("<IQ", data, pos)
+        pos += 12
+        if item in _SCALAR_SIZES:
+            return pos + int(count) * _SCALAR_SIZES[item]
+        if item == 8:  # strings (vocabulary, merges): a flat loop, ~10x faster than recursing
+            length = struct.Struct("<Q").unpack_from
+            for _ in range(count):
+                pos += 8 + int(length(data, pos)[0])
+            return pos
+        for _ in range(count):
+            pos = _value_end(data, item, pos)
+        return pos
+    raise ValueError(f"unknown metadata type {kind}")
+
+
+@contextmanager
+def _metadata_walk(path: Path) -> Iterator[tuple[Any, int, Iterator[tuple[str, int, int]]]]:
+    """The mapped file, its tensor count, and its metadata entries as (key, start, end) byte spans.
 
     ``gguf.GGUFReader`` decodes every metadata value, which for a vocabulary of tens of thousands of
-    tokens takes seconds; this reads only what bits per weight needs.
+    tokens takes seconds; this skips over values without decoding them. The entries must be read
+    in full before the tensor table that follows them.
     """
-    import mmap
-    import struct
-
-    import gguf
 
     def bad(why: str) -> ManifestError:
         return ManifestError(f"{path}: not a readable GGUF file ({why}); delete it and rebuild")
@@ -111,55 +136,71 @@ def tensor_table(path: Path) -> list[TensorEntry]:
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if data[:4] != b"GGUF":
             raise bad("no GGUF magic")
-        try:
-            version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
-            if version < 2 or version > 0xFFFF:
-                raise bad(f"GGUF version {version} (big-endian or too old)")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
+        if version < 2 or version > 0xFFFF:
+            raise bad(f"GGUF version {version} (big-endian or too old)")
+
+        def entries() -> Iterator[tuple[str, int, int]]:
             pos = 24
-
-            def skip_value(kind: int, pos: int) -> int:
-                if kind in _SCALAR_SIZES:
-                    return pos + _SCALAR_SIZES[kind]
-                if kind == 8:
-                    return pos + 8 + int(struct.unpack_from("<Q", data, pos)[0])
-                if kind == 9:
-                    item, count = struct.unpack_from("<IQ", data, pos)
-                    pos += 12
-                    if item in _SCALAR_SIZES:
-                        return pos + int(count) * _SCALAR_SIZES[item]
-                    if item == 8:  # strings (vocabulary, merges): a flat loop, ~10x faster than recursing
-                        length = struct.Struct("<Q").unpack_from
-                        for _ in range(count):
-                            pos += 8 + int(length(data, pos)[0])
-                        return pos
-                    for _ in range(count):
-                        pos = skip_value(item, pos)
-                    return pos
-                raise bad(f"unknown metadata type {kind}")
-
             for _ in range(n_kv):
-                pos += 8 + struct.unpack_from("<Q", data, pos)[0]
-                (kind,) = struct.unpack_from("<I", data, pos)
-                pos = skip_value(kind, pos + 4)
-            entries = []
-            for _ in range(n_tensors):
                 (length,) = struct.unpack_from("<Q", data, pos)
-                name = data[pos + 8 : pos + 8 + length].decode("utf-8", errors="replace")
+                key = data[pos + 8 : pos + 8 + length].decode("utf-8", errors="replace")
+                start = pos
                 pos += 8 + length
-                (n_dims,) = struct.unpack_from("<I", data, pos)
-                dims = struct.unpack_from(f"<{n_dims}Q", data, pos + 4)
-                pos += 4 + 8 * n_dims
-                (raw_type,) = struct.unpack_from("<I", data, pos)
-                pos += 12  # type and data offset
-                qtype = gguf.GGMLQuantizationType(raw_type)
-                block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-                elements = 1
-                for dim in dims:
-                    elements *= dim
-                entries.append(TensorEntry(name, qtype.name, elements, elements * type_size // block))
+                (kind,) = struct.unpack_from("<I", data, pos)
+                pos = _value_end(data, kind, pos + 4)
+                yield key, start, pos
+
+        try:
+            yield data, int(n_tensors), entries()
         except (struct.error, ValueError, KeyError) as err:
             raise bad(str(err) or type(err).__name__) from None
-    return entries
+
+
+def tensor_table(path: Path) -> list[TensorEntry]:
+    """The tensor table of ``path``, read by skipping over the metadata without decoding it."""
+    import gguf
+
+    with _metadata_walk(path) as (data, n_tensors, entries):
+        pos = 24
+        for entry in entries:
+            pos = entry[2]
+        found = []
+        for _ in range(n_tensors):
+            (length,) = struct.unpack_from("<Q", data, pos)
+            name = data[pos + 8 : pos + 8 + length].decode("utf-8", errors="replace")
+            pos += 8 + length
+            (n_dims,) = struct.unpack_from("<I", data, pos)
+            dims = struct.unpack_from(f"<{n_dims}Q", data, pos + 4)
+            pos += 4 + 8 * n_dims
+            (raw_type,) = struct.unpack_from("<I", data, pos)
+            pos += 12  # type and data offset
+            qtype = gguf.GGMLQuantizationType(raw_type)
+            block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+            elements = 1
+            for dim in dims:
+                elements *= dim
+            found.append(TensorEntry(name, qtype.name, elements, elements * type_size // block))
+    return found
+
+
+# What llama.cpp builds a vocabulary from: every tokenizer.* entry, and the architecture (some
+# tokenizer behaviour is chosen by it).
+VOCABULARY_KEYS = ("tokenizer.", "general.architecture")
+
+
+def vocabulary_sha256(path: Path) -> str:
+    """sha256 of the raw bytes of the metadata entries llama.cpp builds the vocabulary from, in file order.
+
+    Two files with the same digest tokenize alike; a quant of a build carries its reference's
+    vocabulary unchanged, so every file of a build shares one digest.
+    """
+    digest = hashlib.sha256()
+    with _metadata_walk(path) as (data, _, entries):
+        for key, start, end in entries:
+            if key.startswith(VOCABULARY_KEYS):
+                digest.update(data[start:end])
+    return digest.hexdigest()
 
 
 def bits_per_weight(path: Path) -> float:

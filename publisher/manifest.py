@@ -67,6 +67,13 @@ class TokenizerResult(Record):
         None, description="Special-token ids, added tokens and BOS/EOS behaviours compared with transformers'"
     )
     special_mismatches: int | None = Field(None, description="How many of those differ")
+    sample_strings: int | None = Field(None, description="Strings of the broad sample compared (shipped text, random)")
+    sample_characters: int | None = None
+    sample_mismatches: int | None = Field(None, description="Sample strings tokenized differently")
+    structure_compared: int | None = Field(None, description="Vocabulary entries compared on text, kind and flags")
+    structure_differences: int | None = Field(None, description="Structural differences, the normalizer's included")
+    vocabulary_sha256: str | None = Field(None, description="sha256 of the tokenizer metadata llama.cpp reads")
+    compared_on: str | None = Field(None, description="The file of the build whose identical vocabulary was compared")
     first_mismatch: str | None = None
 
 

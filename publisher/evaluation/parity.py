@@ -15,16 +15,21 @@ from contextlib import closing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, cast
 
 from publisher import prompts
-from publisher.errors import SmokeTestError
+from publisher.evaluation.sample import broad_sample
 from publisher.evaluation.smoke import prompts_of, system_message
-from publisher.evaluation.special_tokens import compare_specials, source_specials
+from publisher.evaluation.source_tokenizer import SourceTokenizer, source_tokenizer
+from publisher.evaluation.special_tokens import compare_specials, source_specials, tokenizer_stamp
+from publisher.evaluation.structure import StructureReport, compare_structure
 from publisher.evaluation.template_source import compare_template_source
+from publisher.gguf_info import vocabulary_sha256
 from publisher.manifest import TemplateResult, TokenizerResult
 from publisher.recipe import Recipe
 from publisher.runtimes.llama_cpp import open_model, token_piece, vocab
+
+__all__ = ["source_tokenizer", "template_parity", "tokenizer_parity"]
 
 PROBES_FILE = "parity_probes.json"
 UNICODE_FORMS: tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...] = ("NFC", "NFD", "NFKC", "NFKD")
@@ -95,105 +100,6 @@ def probe_set(recipe: Recipe, special_tokens: Sequence[str]) -> list[Probe]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The source's own tokenizer
-# ---------------------------------------------------------------------------------------------
-
-
-class SourceTokenizer(Protocol):
-    """What parity needs from the source model's tokenizer."""
-
-    kind: str
-    parses_special: bool
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``, no BOS/EOS added."""
-        ...
-
-    def piece(self, token: int) -> str:
-        """One token as readable text."""
-        ...
-
-    def raw(self, token: int) -> str | None:
-        """The vocabulary entry of ``token`` as the tokenizer stores it (``Ġthe``, ``▁the``)."""
-        ...
-
-    def size(self) -> int:
-        """Vocabulary size including added tokens."""
-        ...
-
-    def special_tokens(self) -> list[str]:
-        """Added and special tokens, as text."""
-        ...
-
-
-class HFTokenizer:
-    """``tokenizer.json`` through the ``tokenizers`` library."""
-
-    kind = "tokenizer.json"
-    parses_special = True
-
-    def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer
-
-        self._tok = Tokenizer.from_file(str(path))
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
-
-    def piece(self, token: int) -> str:
-        return str(self._tok.decode([token], skip_special_tokens=False))
-
-    def raw(self, token: int) -> str | None:
-        value = self._tok.id_to_token(token)
-        return None if value is None else str(value)
-
-    def size(self) -> int:
-        return int(self._tok.get_vocab_size(with_added_tokens=True))
-
-    def special_tokens(self) -> list[str]:
-        return [str(t.content) for _, t in sorted(self._tok.get_added_tokens_decoder().items())]
-
-
-class SentencePieceTokenizer:
-    """``tokenizer.model`` through ``sentencepiece`` (control tokens are not parsed from text)."""
-
-    kind = "tokenizer.model"
-    parses_special = False
-
-    def __init__(self, path: Path) -> None:
-        import sentencepiece
-
-        self._sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._sp.encode(text, out_type=int))
-
-    def piece(self, token: int) -> str:
-        return str(self._sp.id_to_piece(token)).replace("\u2581", " ")
-
-    def raw(self, token: int) -> str | None:
-        return str(self._sp.id_to_piece(token))
-
-    def size(self) -> int:
-        return int(self._sp.get_piece_size())
-
-    def special_tokens(self) -> list[str]:
-        return []
-
-
-def source_tokenizer(source_dir: Path) -> SourceTokenizer:
-    """The source's tokenizer: ``tokenizer.json`` if present, else sentencepiece's ``tokenizer.model``."""
-    if (source_dir / "tokenizer.json").is_file():
-        return HFTokenizer(source_dir / "tokenizer.json")
-    if (source_dir / "tokenizer.model").is_file():
-        return SentencePieceTokenizer(source_dir / "tokenizer.model")
-    raise SmokeTestError(
-        f"{source_dir}: neither tokenizer.json nor tokenizer.model is there, so tokenizer parity cannot be "
-        "checked; fetch the tokenizer with the model, or set smoke.tokenizer_parity: false"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # Comparison
 # ---------------------------------------------------------------------------------------------
 
@@ -215,11 +121,15 @@ def describe_token_mismatch(
     their_piece: str | None,
     kind: str,
     their_piece_of_ours: str | None = None,
+    around: str | None = None,
+    cause: str | None = None,
+    what: str = "probe",
 ) -> str:
     """One line naming the probe, the position and both tokens (id and text).
 
     When both sides spell the token the same, the ids are what differ (a shuffled vocabulary), so
-    the line also says what the source tokenizer calls llama.cpp's id.
+    the line also says what the source tokenizer calls llama.cpp's id. ``around`` (both token
+    sequences near the difference) and ``cause`` (the likely reason) are appended when given.
     """
     a = f"{ours[position]} {our_piece!r}" if position < len(ours) else f"nothing (ends after {len(ours)} tokens)"
     b = (
@@ -227,61 +137,108 @@ def describe_token_mismatch(
         if position < len(theirs)
         else f"nothing (ends after {len(theirs)} tokens)"
     )
-    line = f"probe {probe!r}, token {position}: llama.cpp {a} vs {kind} {b}"
+    line = f"{what} {probe!r}, token {position}: llama.cpp {a} vs {kind} {b}"
     if our_piece is not None and our_piece == their_piece and their_piece_of_ours is not None:
         line += f" (same text, other id: {kind} has {ours[position]} as {their_piece_of_ours!r})"
+    if around is not None:
+        line += f"; around it: {around}"
+    if cause is not None:
+        line += f"; likely cause: {cause}"
     return line
 
 
-def _compare_vocab(llm: Any, source: SourceTokenizer) -> tuple[int, str | None]:
+def likely_cause(text: str, position: int, same_text: bool, structure: StructureReport) -> str:
+    """The most likely reason two tokenizations of ``text`` differ, from what the structure comparison found."""
+    flagged = next((line for token, line in structure.flagged.items() if token in text), None)
+    if flagged is not None:
+        return f"a token flag ({flagged})"
+    if structure.normalizer is not None and any(unicodedata.normalize(f, text) != text for f in UNICODE_FORMS):
+        return f"the source's normalizer ({structure.normalizer}), which llama.cpp does not apply"
+    prefix = next((gap for gap in structure.differences if gap.startswith("dummy prefix")), None)
+    if prefix is not None and position == 0:
+        return prefix
+    if same_text:
+        return "the two vocabularies number the same text differently"
+    return f"the pre-tokenizer or the merges ({structure.description})"
+
+
+_SHOWN = 60
+_AROUND = 3
+_BUFFER = 1 << 16
+
+
+def tokenize_all(llm: Any, texts: Sequence[str], special: bool) -> list[list[int]]:
+    """llama.cpp's tokens of each text without BOS (one reused buffer: about twice as fast as ``llm.tokenize``)."""
     import llama_cpp
 
-    n_gguf, n_source = int(llm.n_vocab()), source.size()
-    if n_source > n_gguf:
-        return n_source - n_gguf, f"the GGUF vocabulary has {n_gguf} tokens, {source.kind} has {n_source}"
     voc = vocab(llm)
-    count = 0
-    first: str | None = None
-    for token in range(n_source):
-        raw = source.raw(token)
-        if raw is None:
+    buffer = (llama_cpp.llama_token * _BUFFER)()
+    found = []
+    for text in texts:
+        data = text.encode("utf-8")
+        count = llama_cpp.llama_tokenize(voc, data, len(data), buffer, _BUFFER, False, special)
+        found.append(list(buffer[:count]) if count >= 0 else list(llm.tokenize(data, add_bos=False, special=special)))
+    return found
+
+
+def _compare(
+    llm: Any, source: SourceTokenizer, names: Sequence[str], texts: Sequence[str], structure: StructureReport, what: str
+) -> list[str]:
+    """Tokenize ``texts`` both ways; one line per text that differs (see :func:`describe_token_mismatch`)."""
+    lines = []
+    for name, text, ours in zip(names, texts, tokenize_all(llm, texts, source.parses_special), strict=True):
+        theirs = source.encode(text)
+        position = first_difference(ours, theirs)
+        if position is None:
             continue
-        text = llama_cpp.llama_vocab_get_text(voc, token).decode("utf-8", errors="replace")
-        # the converter may respell an added token; what matters is that it decodes the same
-        if text != raw and token_piece(llm, token) != source.piece(token):
-            count += 1
-            if first is None:
-                first = f"vocabulary id {token}: GGUF {text!r} vs {source.kind} {raw!r}"
-    return count, first
+        our_piece = token_piece(llm, ours[position]) if position < len(ours) else None
+        their_piece = source.piece(theirs[position]) if position < len(theirs) else None
+        theirs_of_ours = source.piece(ours[position]) if position < len(ours) else None
+        lo, hi = max(0, position - _AROUND), position + _AROUND
+        around = (
+            f"llama.cpp {[token_piece(llm, t) for t in ours[lo:hi]]} vs "
+            f"{source.kind} {[source.piece(t) for t in theirs[lo:hi]]}"
+        )
+        cause = likely_cause(text, position, our_piece == their_piece, structure)
+        lines.append(
+            describe_token_mismatch(
+                name, position, ours, theirs, our_piece, their_piece, source.kind, theirs_of_ours, around, cause, what
+            )
+        )
+    return lines
+
+
+_results: dict[tuple[str, ...], TokenizerResult] = {}
+
+
+def _cache_key(gguf: Path, source_dir: Path, recipe: Recipe) -> tuple[str, ...]:
+    """What a parity result depends on: the file's vocabulary, the source's tokenizer files, the recipe's probes."""
+    probes = [recipe.smoke.model_dump_json(), recipe.model.prompt_template, recipe.model.system_message]
+    return (vocabulary_sha256(gguf), str(source_dir.resolve()), repr(tokenizer_stamp(source_dir)), json.dumps(probes))
 
 
 def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerResult:
-    """Tokenize the probe set with llama.cpp and with the source tokenizer; any difference fails.
+    """Tokenize the probes and the broad sample with llama.cpp and with the source tokenizer; any difference fails.
 
-    Also compares every vocabulary entry's text, which catches swapped tokens the probes miss, and
-    the special tokens and BOS/EOS behaviour against transformers (:mod:`.special_tokens`).
-    ``first_mismatch`` is a one-line account of the first differing token.
+    Also compares the vocabulary's structure (:mod:`.structure`: every entry's text, kind and
+    flags, and the normalizer) and the special tokens and BOS/EOS behaviour against transformers
+    (:mod:`.special_tokens`). ``first_mismatch`` names each kind of difference in one line. The
+    comparison runs once per vocabulary: a file whose vocabulary (``vocabulary_sha256``, the
+    tokenizer metadata's bytes) matches one already compared in this process gets that result,
+    with ``compared_on`` naming the file it ran on.
     """
+    key = _cache_key(gguf, source_dir, recipe)
+    if key in _results:
+        return _results[key]
     source = source_tokenizer(source_dir)
     probes = probe_set(recipe, source.special_tokens())
+    sample = broad_sample()
     llm = open_model(gguf, vocab_only=True)
     with closing(llm):
-        mismatched: list[str] = []
-        for probe in probes:
-            ours = list(llm.tokenize(probe.text.encode("utf-8"), add_bos=False, special=source.parses_special))
-            theirs = source.encode(probe.text)
-            position = first_difference(ours, theirs)
-            if position is None:
-                continue
-            our_piece = token_piece(llm, ours[position]) if position < len(ours) else None
-            their_piece = source.piece(theirs[position]) if position < len(theirs) else None
-            theirs_of_ours = source.piece(ours[position]) if position < len(ours) else None
-            mismatched.append(
-                describe_token_mismatch(
-                    probe.name, position, ours, theirs, our_piece, their_piece, source.kind, theirs_of_ours
-                )
-            )
-        vocab_mismatches, first_vocab = _compare_vocab(llm, source)
+        structure = compare_structure(llm, source)
+        mismatched = _compare(llm, source, [p.name for p in probes], [p.text for p in probes], structure, "probe")
+        names = [text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…" for text in sample]
+        sample_mismatched = _compare(llm, source, names, sample, structure, "sample string")
         specials = source_specials(source_dir)
         report = compare_specials(llm, specials) if specials is not None else None
     parts = []
@@ -291,17 +248,29 @@ def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerR
         parts.append(f"{report.differences[0]}{more}")
     if mismatched:
         parts.append(f"{len(mismatched)} of {len(probes)} probes differ; first: {mismatched[0]}")
-    if vocab_mismatches:
-        parts.append(f"{vocab_mismatches} vocabulary entries differ; first: {first_vocab}")
-    return TokenizerResult(
+    if sample_mismatched:
+        parts.append(f"{len(sample_mismatched)} of {len(sample)} sample strings differ; first: {sample_mismatched[0]}")
+    if structure.differences:
+        more = f" (and {len(structure.differences) - 1} more)" if len(structure.differences) > 1 else ""
+        parts.append(f"{structure.differences[0]}{more}")
+    result = TokenizerResult(
         passed=not parts,
         probes=len(probes),
         mismatches=len(mismatched),
-        vocab_mismatches=vocab_mismatches,
+        vocab_mismatches=structure.text_differences,
         special_tokens=report.compared if report is not None else None,
         special_mismatches=len(report.differences) if report is not None else None,
+        sample_strings=len(sample),
+        sample_characters=sum(len(text) for text in sample),
+        sample_mismatches=len(sample_mismatched),
+        structure_compared=structure.compared,
+        structure_differences=len(structure.differences),
+        vocabulary_sha256=key[0],
+        compared_on=gguf.name,
         first_mismatch="; ".join(parts) or None,
     )
+    _results[key] = result
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def _added_around(plain: list[int], full: list[int]) -> tuple[tuple[int, ...], t
     return tuple(full), ()
 
 
-def _stamp(source_dir: Path) -> tuple[tuple[str, float], ...]:
+def tokenizer_stamp(source_dir: Path) -> tuple[tuple[str, float], ...]:
     found = (source_dir / name for name in _TOKENIZER_FILES)
     return tuple((p.name, p.stat().st_mtime) for p in found if p.is_file())
 
@@ -68,7 +68,7 @@ def _stamp(source_dir: Path) -> tuple[tuple[str, float], ...]:
 def transformers_tokenizer(source_dir: Path) -> Any:
     """The source's tokenizer as transformers' ``AutoTokenizer`` loads it (cached per folder and file times);
     None when transformers is not installed or cannot load it."""
-    return _load_tokenizer(source_dir.resolve(), _stamp(source_dir))
+    return _load_tokenizer(source_dir.resolve(), tokenizer_stamp(source_dir))
 
 
 @lru_cache(maxsize=4)
@@ -88,7 +88,7 @@ def source_specials(source_dir: Path) -> SourceSpecials | None:
 
     Read once per folder (and file times): every file of a build shares its source's tokenizer.
     """
-    return _source_specials(source_dir.resolve(), _stamp(source_dir))
+    return _source_specials(source_dir.resolve(), tokenizer_stamp(source_dir))
 
 
 @lru_cache(maxsize=4)

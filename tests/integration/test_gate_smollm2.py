@@ -115,7 +115,11 @@ def test_an_rstrip_flag_on_a_special_token_is_caught_by_a_generated_probe(
     result = tokenizer_parity(smollm2_ggufs["Q8_0"], edited, demo_recipe())
     assert not result.passed and result.special_mismatches == 0
     assert result.first_mismatch is not None
-    assert result.first_mismatch == (
+    flag = "token 2 '<|im_end|>': rstrip in tokenizer.json, not in the GGUF (text next to it splits differently)"
+    assert result.first_mismatch.startswith(
         "3 of 121 probes differ; first: probe 'special token <|im_end|> between spaces', token 3: "
-        "llama.cpp 278 ' b' vs tokenizer.json 82 'b'"
-    )
+        "llama.cpp 278 ' b' vs tokenizer.json 82 'b'; around it: llama.cpp ['a', ' ', '<|im_end|>', ' b'] "
+        f"vs tokenizer.json ['a', ' ', '<|im_end|>', 'b']; likely cause: a token flag ({flag}); "
+    ), result.first_mismatch
+    assert result.first_mismatch.endswith(f"; {flag}")
+    assert (result.sample_mismatches, result.structure_differences) == (4, 1)

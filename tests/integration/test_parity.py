@@ -72,3 +72,29 @@ def test_gguf_without_chat_template_is_not_checked(smollm2_ggufs: dict[str, Path
     bare = hide_chat_template(smollm2_ggufs["Q2_K"], tmp_path / "bare.gguf")
     result = template_parity(bare, demo_recipe())
     assert (result.checked, result.matches) == (False, None)
+
+
+def test_every_file_of_a_build_shares_one_vocabulary_compared_once(
+    smollm2_ggufs: dict[str, Path], smollm2_source: Path
+) -> None:
+    import time
+
+    from publisher.evaluation import parity
+    from publisher.gguf_info import vocabulary_sha256
+
+    digests = {quant: vocabulary_sha256(path) for quant, path in smollm2_ggufs.items()}
+    assert len(set(digests.values())) == 1, digests
+    recipe = demo_recipe(extra_probes=["shared vocabulary"])
+    parity._results.clear()
+    started = time.perf_counter()
+    first = tokenizer_parity(smollm2_ggufs["F16"], smollm2_source, recipe)
+    compared_s = time.perf_counter() - started
+    assert first.passed and first.first_mismatch is None
+    assert (first.sample_strings, first.sample_mismatches, first.structure_compared) == (2500, 0, 49152)
+    assert first.sample_characters is not None and first.sample_characters > 90_000
+    for quant in ("Q8_0", "Q2_K"):
+        started = time.perf_counter()
+        result = tokenizer_parity(smollm2_ggufs[quant], smollm2_source, recipe)
+        assert time.perf_counter() - started < compared_s / 4  # the digest, not a second comparison
+        assert result.compared_on == smollm2_ggufs["F16"].name
+        assert result.vocabulary_sha256 == digests["F16"]
