@@ -210,6 +210,27 @@ def bits_per_weight(path: Path) -> float:
     return round(sum(t.nbytes for t in table) * 8 / elements, 4) if elements else 0.0
 
 
+def string_array(path: Path, key: str) -> list[str] | None:
+    """One metadata array of strings (``tokenizer.ggml.merges``), decoded without the rest; None when absent."""
+    with _metadata_walk(path) as (data, _, entries):
+        for name, start, _end in entries:
+            if name != key:
+                continue
+            pos = start + 8 + len(name.encode("utf-8"))
+            kind, item, count = struct.unpack_from("<IIQ", data, pos)
+            if kind != 9 or item != 8:
+                return None
+            pos += 16
+            found = []
+            length = struct.Struct("<Q").unpack_from
+            for _ in range(count):
+                (size,) = length(data, pos)
+                found.append(data[pos + 8 : pos + 8 + size].decode("utf-8", errors="replace"))
+                pos += 8 + size
+            return found
+    return None
+
+
 def metadata(path: Path, keys: list[str]) -> dict[str, Any]:
     """Selected metadata values of ``path``; absent keys map to ``None``."""
     reader = _reader(path)

@@ -85,8 +85,16 @@ class TemplateResult(Record):
     difference: str | None = None
     source_file: str | None = Field(None, description="The source file whose chat template transformers uses")
     gguf_source: str | None = Field(None, description="The source file whose chat template the GGUF carries")
-    source_matches: bool | None = Field(None, description="Whether the GGUF carries the template transformers uses")
+    source_matches: bool | None = Field(
+        None, description="Whether the GGUF carries the template transformers uses and renders every shape alike"
+    )
     source_difference: str | None = None
+    shapes_compared: int | None = Field(None, description="Conversation shapes both engines rendered and compared")
+    shapes_differing: int | None = None
+    source_cannot_render: list[str] | None = Field(None, description="Shapes transformers cannot render, with why")
+    gguf_cannot_render: list[str] | None = Field(None, description="Shapes llama.cpp's Jinja cannot render, with why")
+    builtin_format: str | None = Field(None, description="llama.cpp's built-in format picked without --jinja")
+    builtin_differences: list[str] | None = Field(None, description="Shapes the built-in format renders otherwise")
 
 
 class QualityResult(Record):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from publisher import prompts
+from publisher.evaluation.chat_shapes import ShapesReport, compare_shapes, first_text_difference
 from publisher.evaluation.sample import broad_sample
 from publisher.evaluation.smoke import prompts_of, system_message
 from publisher.evaluation.source_tokenizer import SourceTokenizer, source_tokenizer
@@ -235,7 +236,7 @@ def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerR
     sample = broad_sample()
     llm = open_model(gguf, vocab_only=True)
     with closing(llm):
-        structure = compare_structure(llm, source)
+        structure = compare_structure(llm, source, gguf)
         mismatched = _compare(llm, source, [p.name for p in probes], [p.text for p in probes], structure, "probe")
         names = [text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…" for text in sample]
         sample_mismatched = _compare(llm, source, names, sample, structure, "sample string")
@@ -280,11 +281,9 @@ def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerR
 
 def describe_text_difference(gguf_text: str, recipe_text: str, title: str, context: int = 24) -> str | None:
     """One line showing where two renderings first differ, with a little context; None if equal."""
-    if gguf_text == recipe_text:
-        return None
-    i = next((k for k, (a, b) in enumerate(zip(gguf_text, recipe_text, strict=False)) if a != b), None)
+    i = first_text_difference(gguf_text, recipe_text)
     if i is None:
-        i = min(len(gguf_text), len(recipe_text))
+        return None
     lo = max(0, i - context)
     return (
         f"first difference at character {i}: GGUF chat template gives {gguf_text[lo : i + context]!r}, "
@@ -298,6 +297,22 @@ def render_chat_template(template: str, messages: list[dict[str, str]], bos_toke
 
     formatter = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token)
     return str(formatter(messages=cast(Any, messages)).prompt)
+
+
+def _shapes(report: ShapesReport, text_difference: str | None) -> dict[str, Any]:
+    """The shape comparison as TemplateResult fields; a rendering both engines do differently fails the source match."""
+    fields: dict[str, Any] = {
+        "shapes_compared": report.compared,
+        "shapes_differing": len(report.differences),
+        "source_cannot_render": report.source_cannot,
+        "gguf_cannot_render": report.gguf_cannot,
+        "builtin_format": report.builtin_format,
+        "builtin_differences": report.builtin_differences,
+    }
+    if text_difference is None and report.differences:
+        more = f" (and {len(report.differences) - 1} more)" if len(report.differences) > 1 else ""
+        fields |= {"source_matches": False, "source_difference": f"{report.differences[0]}{more}"}
+    return fields
 
 
 def template_parity(gguf: Path, recipe: Recipe, source_dir: Path | None = None) -> TemplateResult:
@@ -326,6 +341,8 @@ def template_parity(gguf: Path, recipe: Recipe, source_dir: Path | None = None) 
             "source_matches": found.difference is None if found.source_file is not None else None,
             "source_difference": found.difference,
         }
+        if template and found.source_file is not None:
+            origin |= _shapes(compare_shapes(template, bos_token, eos_token, source_dir), found.difference)
     if not template:
         return TemplateResult(checked=False).model_copy(update=origin)
     item = prompts_of(recipe)[0]

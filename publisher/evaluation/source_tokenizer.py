@@ -72,6 +72,10 @@ class SourceTokenizer(Protocol):
         """The pre-tokenizer, described in a few words."""
         ...
 
+    def merges(self) -> list[str] | None:
+        """BPE merges in rank order as ``"left right"``; None when the tokenizer has none."""
+        ...
+
 
 def describe_component(component: Any) -> str | None:
     """A tokenizer.json normalizer or pre-tokenizer in a few words: ``Sequence[Digits, ByteLevel]``."""
@@ -137,6 +141,12 @@ class HFTokenizer:
     def pre_tokenizer(self) -> str:
         return describe_component(self._data.get("pre_tokenizer")) or "none"
 
+    def merges(self) -> list[str] | None:
+        found = self._data.get("model", {}).get("merges")
+        if not isinstance(found, list):
+            return None
+        return [m if isinstance(m, str) else " ".join(m) for m in found]
+
 
 _SPM_KINDS = {1: "normal", 2: "unknown", 3: "control", 4: "user-defined", 5: "unused", 6: "byte"}
 
@@ -187,6 +197,9 @@ class SentencePieceTokenizer:
     def pre_tokenizer(self) -> str:
         model = {1: "unigram", 2: "BPE", 3: "word", 4: "char"}.get(int(self._proto.trainer_spec.model_type), "?")
         return f"SentencePiece {model}"
+
+    def merges(self) -> list[str] | None:
+        return None
 
 
 def source_tokenizer(source_dir: Path) -> SourceTokenizer:

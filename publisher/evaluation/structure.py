@@ -5,18 +5,22 @@ unknown, byte, unused: llama.cpp's token attributes against the source's added t
 SentencePiece piece types) and the flags that change how text around it splits (``lstrip``,
 ``rstrip``, ``single_word``; llama.cpp keeps them as attributes). Then the normalizer: one the
 source applies and llama.cpp does not (a Unicode normal form, lower-casing, SentencePiece's
-``nmt_nfkc``, folded whitespace), and the dummy-prefix space. The pre-tokenizers cannot be
-compared rule for rule (llama.cpp names a built-in one, ``tokenizer.ggml.pre``); both are
-described, to name the likely cause when texts split differently.
+``nmt_nfkc``, folded whitespace), and the dummy-prefix space. BPE merges are compared rank by
+rank. The pre-tokenizers cannot be compared rule for rule (llama.cpp names a built-in one,
+``tokenizer.ggml.pre``); both are described, to name the likely cause when texts split differently.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from publisher.runtimes.llama_cpp import token_piece, vocab
 from publisher.evaluation.source_tokenizer import FLAGS, SourceTokenizer, TokenKind
+from publisher.gguf_info import string_array
+
+MERGES_KEY = "tokenizer.ggml.merges"
 
 # Kinds the converter may give a source kind: it makes added tokens that look special control tokens.
 _COMPATIBLE = {("user-defined", "control"), ("control", "unknown")}
@@ -80,8 +84,20 @@ def _normalizer_gaps(llm: Any, source: SourceTokenizer) -> tuple[str | None, lis
     return normalizer, gaps
 
 
-def compare_structure(llm: Any, source: SourceTokenizer) -> StructureReport:
-    """Compare every vocabulary entry (text, kind, flags) and the normalizer of a loaded GGUF with the source."""
+def _merges_difference(gguf: Path, source: SourceTokenizer) -> str | None:
+    theirs = source.merges()
+    ours = string_array(gguf, MERGES_KEY) if theirs is not None else None
+    if theirs is None or ours is None or ours == theirs:
+        return None
+    rank = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs)))
+    count = sum(a != b for a, b in zip(ours, theirs, strict=False)) + abs(len(ours) - len(theirs))
+    a = repr(ours[rank]) if rank < len(ours) else "nothing"
+    b = repr(theirs[rank]) if rank < len(theirs) else "nothing"
+    return f"merges: {count} of {len(theirs)} differ; first at rank {rank}: GGUF {a}, {source.kind} {b}"
+
+
+def compare_structure(llm: Any, source: SourceTokenizer, gguf: Path) -> StructureReport:
+    """Compare every vocabulary entry (text, kind, flags), the merges and the normalizer of a GGUF with the source."""
     import llama_cpp
 
     voc = vocab(llm)
@@ -116,6 +132,9 @@ def compare_structure(llm: Any, source: SourceTokenizer) -> StructureReport:
             differences.append(flagged[raw])
     if text_differences:
         differences.insert(0, f"{text_differences} vocabulary entries differ; first: {first_text}")
+    merges = _merges_difference(gguf, source)
+    if merges is not None:
+        differences.append(merges)
     normalizer, gaps = _normalizer_gaps(llm, source)
     differences += gaps
     pre = llm.metadata.get("tokenizer.ggml.pre", "default")

@@ -40,6 +40,19 @@ def test_the_real_model_passes_special_tokens_and_template_source(
         "tokenizer_config.json",
         True,
     )
+    # rendered alike by transformers and llama.cpp's Jinja on four shapes; neither renders the other two
+    assert (template.shapes_compared, template.shapes_differing) == (4, 0)
+    assert template.source_cannot_render == [
+        "tool call and result: 'dict object' has no attribute 'content'",
+        'typed content parts: can only concatenate str (not "list") to str',
+    ]
+    assert template.gguf_cannot_render == template.source_cannot_render
+    # without --jinja llama.cpp picks ChatML, which loses the template's default system message
+    assert template.builtin_format == "chatml"
+    assert template.builtin_differences == [
+        "shape 'no system', character 12: llama.cpp's built-in format gives '<|im_start|>user\\nWhat is the cap', "
+        "transformers gives '<|im_start|>system\\nYou are a hel'"
+    ]
 
 
 def test_swapped_special_token_ids_fail_naming_the_token_and_both_ids(
