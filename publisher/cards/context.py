@@ -16,6 +16,7 @@ from urllib.parse import quote
 from publisher import prompts
 from publisher.cards import rows, run
 from publisher.cards.choosing import choosing_context
+from publisher.cards.gate import gate_context
 from publisher.cards.imatrix import imatrix_context
 from publisher.cards.licensing import licensing_context
 from publisher.cards.original import embeddable_card
@@ -183,4 +184,5 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
         "original_card": _original_card(recipe, source),
         "licensing": licensing_context(recipe, source),
         **imatrix_context(recipe, manifest),
+        **gate_context(manifest),
     }

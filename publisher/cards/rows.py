@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from publisher import report
+from publisher.cards.gate import counted
 from publisher.cards.text import shell_quote
 from publisher.formats import gguf_quants
 from publisher.manifest import Artifact, Manifest
@@ -192,7 +193,12 @@ def _checks_cell(artifact: Artifact) -> str:
     parts = []
     if artifact.tokenizer is not None:
         tokenizer = artifact.tokenizer
-        parts.append(f"tokenizer parity {tokenizer.probes - tokenizer.mismatches}/{tokenizer.probes} probes")
+        parts.append(f"tokenizer parity {counted(tokenizer.probes, tokenizer.mismatches)} probes")
+        if tokenizer.sample_strings:
+            parts[-1] += f", {counted(tokenizer.sample_strings, tokenizer.sample_mismatches)} sample"
+    if artifact.template is not None and artifact.template.shapes_compared:
+        template = artifact.template
+        parts.append(f"template {counted(template.shapes_compared, template.shapes_differing)} renderings")
     missed = [
         failure.split(":", 1)[0].removeprefix("the answer ")
         for answer in (artifact.smoke.answers if artifact.smoke else [])
