@@ -183,12 +183,23 @@ class Architecture(Record):
     attention_bias: bool = False
     max_positions: int | None = Field(None, description="The context length the model was trained for")
     sliding_window: int | None = None
+    sliding_layers: int | None = Field(None, description="Layers that attend only within the sliding window")
     experts: int | None = Field(None, description="Experts per MoE layer")
     experts_per_token: int | None = None
 
-    def kv_cache_bytes(self, context: int, bytes_per_value: int = 2) -> int:
-        """K and V for every layer at ``context`` tokens (llama.cpp keeps them in f16 unless told otherwise)."""
-        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * context * bytes_per_value
+    def kv_cache_bytes(self, context: int, bytes_per_value: int = 2, ubatch: int = 512) -> int:
+        """K and V for every layer at ``context`` tokens, as llama.cpp allocates them (f16 unless told otherwise).
+
+        llama.cpp rounds the cells up to a multiple of 256, and keeps only the window plus one
+        micro-batch (``ubatch``, 512 by default) for layers that attend within a sliding window.
+        """
+        cells = -(-context // 256) * 256
+        sliding = self.sliding_layers or 0
+        window = cells
+        if sliding and self.sliding_window:
+            window = min(cells, -(-(self.sliding_window + ubatch) // 256) * 256)
+        per_cell = 2 * self.n_kv_heads * self.head_dim * bytes_per_value
+        return per_cell * ((self.n_layers - sliding) * cells + sliding * window)
 
     def parameters(self) -> int | None:
         """Parameter count of a Llama-style decoder, or ``None`` when the config lacks a figure."""

@@ -138,6 +138,19 @@ def _first_int(config: Mapping[str, Any], *keys: str) -> int | None:
     return None
 
 
+def _sliding_layers(config: Mapping[str, Any], n_layers: int | None) -> int | None:
+    """Layers that attend within the sliding window: from ``layer_types``, else Gemma's every-Nth-is-full pattern."""
+    if not _first_int(config, "sliding_window"):
+        return None
+    kinds = config.get("layer_types")
+    if isinstance(kinds, list):
+        return int(sum(kind == "sliding_attention" for kind in kinds))
+    pattern = _first_int(config, "sliding_window_pattern")
+    if pattern is not None and n_layers is not None:
+        return n_layers - n_layers // pattern
+    return None
+
+
 def architecture_from_config(config: Mapping[str, Any]) -> Architecture | None:
     """The decoder shape a transformers config describes, or ``None`` when it names no layers/heads/width.
 
@@ -163,6 +176,7 @@ def architecture_from_config(config: Mapping[str, Any]) -> Architecture | None:
         attention_bias=bool(config.get("attention_bias", False)),
         max_positions=_first_int(config, "max_position_embeddings", "n_positions"),
         sliding_window=_first_int(config, "sliding_window"),
+        sliding_layers=_sliding_layers(config, n_layers),
         experts=_first_int(config, "num_local_experts", "n_routed_experts", "num_experts"),
         experts_per_token=_first_int(config, "num_experts_per_tok", "num_experts_per_token"),
     )

@@ -18,10 +18,19 @@ import yaml
 from support.tiny_models import ARCHITECTURES, TinyArch, make_tiny_model
 
 from publisher import pipeline
+from publisher.evaluation.kv_cache import allocated_kv_cache
 from publisher.manifest import Manifest
 from publisher.recipe import load_recipe
 
 TYPES = ["Q8_0", "Q4_K_M"]
+KV_CONTEXT = 32768
+# (cells, layers) of each KV cache llama.cpp makes: Gemma 3's sliding layer keeps its window (32) plus
+# one 512-token micro-batch, rounded up to 256 cells; every other model one cache over all layers.
+EXPECTED_CACHES = {"sliding": [(KV_CONTEXT, 1), (768, 1)]}
+
+
+def arch_key(arch: Any) -> str:
+    return "sliding" if arch.sliding_layers else "full"
 
 
 def _recipe(folder: Path, arch: TinyArch, source: Path) -> Path:
@@ -92,6 +101,14 @@ def test_architecture_builds_through_the_gate(tmp_path: Path, arch: TinyArch) ->
     card = (result.build_dir / "README.md").read_text(encoding="utf-8")
     for artifact in result.manifest.artifacts.values():
         assert f"[{artifact.path}]" in card
+    # the card's KV-cache figure is what llama.cpp allocates (sliding-window layers keep a smaller cache)
+    source = result.manifest.source
+    assert source is not None and source.facts is not None and source.facts.architecture is not None
+    arch = source.facts.architecture
+    assert result.manifest.reference is not None
+    allocated, caches = allocated_kv_cache(result.build_dir / result.manifest.reference.path, KV_CONTEXT)
+    assert abs(allocated - arch.kv_cache_bytes(KV_CONTEXT)) <= 0.01 * arch.kv_cache_bytes(KV_CONTEXT), caches
+    assert caches == EXPECTED_CACHES.get(arch_key(arch), [(KV_CONTEXT, arch.n_layers)])
 
 
 @pytest.mark.slow

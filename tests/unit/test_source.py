@@ -55,7 +55,7 @@ def test_transformers_configs(tmp_path: Path) -> None:
     assert (mistral.sliding_window, mistral.max_positions, mistral.experts) == (4096, 32768, None)
     assert mixtral is not None and (mixtral.experts, mixtral.experts_per_token) == (8, 2)
     assert gemma is not None and (gemma.head_dim, gemma.n_kv_heads) == (32, 1)  # head_dim given, not 64 / 4
-    assert gemma.kv_cache_bytes(1000) == 2 * 2 * 1 * 32 * 1000 * 2
+    assert gemma.kv_cache_bytes(1000) == 2 * 2 * 1 * 32 * 1024 * 2  # llama.cpp rounds cells up to 256
     assert gpt2 is not None and (gpt2.n_layers, gpt2.n_heads, gpt2.n_kv_heads, gpt2.hidden) == (3, 4, 4, 64)
     assert gpt2.max_positions == 1024
 
@@ -111,3 +111,28 @@ def test_no_build_estimate_reads_the_folder_through_the_source_module(tmp_path: 
     assert read.facts.architecture is not None and read.facts.architecture.parameters() == 14_166_676_480
     with pytest.raises(SourceError, match="--source-dir .*: no such folder"):
         source.recorded_or_read(recipe, None, tmp_path / "missing")
+
+
+def test_sliding_window_layers_keep_a_smaller_kv_cache(tmp_path: Path) -> None:
+    import transformers
+
+    config = transformers.Gemma3TextConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=512,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"],
+        vocab_size=100,
+    )
+    arch = source.read_architecture(_folder_with_config(tmp_path / "gemma3", config.to_dict()))
+    assert arch is not None and (arch.sliding_window, arch.sliding_layers) == (512, 5)
+    per_cell = 2 * 1 * 16 * 2
+    # one full layer over 8192 cells, five over the window plus a 512-token micro-batch (1024 cells)
+    assert arch.kv_cache_bytes(8192) == per_cell * (8192 + 5 * 1024)
+    assert arch.kv_cache_bytes(600) == per_cell * 6 * 768  # a context shorter than the window: all alike
+    no_types = {k: v for k, v in config.to_dict().items() if k != "layer_types"} | {"sliding_window_pattern": 3}
+    pattern = source.read_architecture(_folder_with_config(tmp_path / "pattern", no_types))
+    assert pattern is not None and pattern.sliding_layers == 4  # every third layer attends globally
