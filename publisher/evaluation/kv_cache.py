@@ -20,13 +20,17 @@ UBATCH = 512
 def allocated_kv_cache(gguf: Path, context: int) -> tuple[int, list[tuple[int, int]]]:
     """Bytes llama.cpp allocates for the KV cache at ``context`` tokens, and the (cells, layers) of each cache.
 
-    The sizes are logged in MiB with two decimals: exact to about 5 KB per cache.
+    As llama.cpp's own programs allocate it (``swa_full`` off: sliding-window layers keep only
+    their window; llama-cpp-python's default is a full-size cache for them). The sizes are
+    logged in MiB with two decimals: exact to about 5 KB per cache.
     """
     import llama_cpp
 
     with llama_log() as log:
         try:
-            llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=context, n_batch=UBATCH, n_ubatch=UBATCH, verbose=False)
+            llm = llama_cpp.Llama(
+                model_path=str(gguf), n_ctx=context, n_batch=UBATCH, n_ubatch=UBATCH, swa_full=False, verbose=False
+            )
         except (ValueError, RuntimeError, OSError) as err:
             raise ModelLoadError(gguf, f"llama.cpp cannot load this file: {log.last_error() or err}") from None
         llm.close()

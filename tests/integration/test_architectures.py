@@ -24,9 +24,9 @@ from publisher.recipe import load_recipe
 
 TYPES = ["Q8_0", "Q4_K_M"]
 KV_CONTEXT = 32768
-# (cells, layers) of each KV cache llama.cpp makes: Gemma 3's sliding layer keeps its window (32) plus
-# one 512-token micro-batch, rounded up to 256 cells; every other model one cache over all layers.
-EXPECTED_CACHES = {"sliding": [(KV_CONTEXT, 1), (768, 1)]}
+# (cells, layers) of each KV cache llama.cpp makes: Gemma 3's five sliding layers keep their window (32)
+# plus one 512-token micro-batch, rounded up to 256 cells; every other model one cache over all layers.
+EXPECTED_CACHES = {"sliding": [(KV_CONTEXT, 1), (768, 5)]}
 
 
 def arch_key(arch: Any) -> str:

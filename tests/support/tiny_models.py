@@ -64,7 +64,13 @@ ARCHITECTURES = (
     TinyArch(
         "gemma3",
         "Gemma3TextConfig",
-        {"head_dim": 16, "sliding_window": 32, "layer_types": ["sliding_attention", "full_attention"]},
+        # llama.cpp places Gemma 3's global layers itself (every sixth): six layers agree with that
+        {
+            "head_dim": 16,
+            "sliding_window": 32,
+            "num_hidden_layers": 6,
+            "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
+        },
         tokenizer="spm",
         spm_options={"add_dummy_prefix": False},  # as Gemma's own tokenizer, and as the converter writes it
     ),
