@@ -17,11 +17,13 @@ def counted(total: int | None, wrong: int | None) -> str:
     return "not checked" if total is None else f"{total - (wrong or 0):,}/{total:,}"
 
 
+def _shapes_compared(artifact: Artifact) -> bool:
+    return artifact.template is not None and artifact.template.shapes_compared is not None
+
+
 def _row(artifact: Artifact) -> dict[str, str]:
     tok, chat = artifact.tokenizer, artifact.template
-    shapes = "not checked"
-    if chat is not None and chat.shapes_compared is not None:
-        shapes = counted(chat.shapes_compared, chat.shapes_differing)
+    shapes = counted(chat.shapes_compared, chat.shapes_differing) if chat is not None else "not checked"
     return {
         "name": artifact.path,
         "probes": counted(tok.probes, tok.mismatches) if tok else "not checked",
@@ -33,10 +35,14 @@ def _row(artifact: Artifact) -> dict[str, str]:
 
 
 def gate_context(manifest: Manifest | None) -> dict[str, Any]:
-    """``gate_rows`` (one per passed file) and ``gate`` (what all of them share) for ``checks.md.j2``."""
+    """``gate_rows`` (one per passed file the gate checked) and ``gate`` (what they share) for ``checks.md.j2``."""
     if manifest is None:
         return {"gate_rows": [], "gate": {}}
-    files = [a for a in [manifest.reference, *manifest.passed_artifacts()] if a is not None and a.status == "passed"]
+    files = [
+        a
+        for a in [manifest.reference, *manifest.passed_artifacts()]
+        if a is not None and a.status == "passed" and (a.tokenizer is not None or _shapes_compared(a))
+    ]
     first_tok = next((a.tokenizer for a in files if a.tokenizer is not None), None)
     first_chat = next((a.template for a in files if a.template is not None and a.template.checked), None)
     digests = {a.tokenizer.vocabulary_sha256 for a in files if a.tokenizer is not None}

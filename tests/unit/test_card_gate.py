@@ -75,3 +75,9 @@ def test_no_build_no_section() -> None:
     assert gate_context(None) == {"gate_rows": [], "gate": {}}
     assert environment().get_template("partials/checks.md.j2").render(**gate_context(None)).strip() == ""
     assert (counted(None, None), counted(10, None), counted(1000, 3)) == ("not checked", "10/10", "997/1,000")
+
+
+def test_files_without_gate_records_get_no_section() -> None:
+    bare = _artifact("Q8_0").model_copy(update={"tokenizer": None, "template": None})
+    manifest = Manifest(build_name="m", recipe_sha256="r", artifacts={"Q8_0": bare})
+    assert gate_context(manifest)["gate_rows"] == []
