@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from publisher.evaluation._llama import ModelLoadError, llama_log
+from publisher.runtimes.llama_cpp import ModelLoadError, llama_log
 
 _SIZE = re.compile(r"llama_kv_cache: size =\s*([\d.]+) MiB \(\s*(\d+) cells,\s*(\d+) layers")
 UBATCH = 512

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from publisher.runtimes.llama_cpp import token_piece, vocab
 from publisher.evaluation.source_tokenizer import FLAGS, SourceTokenizer, TokenKind
 from publisher.gguf_info import string_array
+from publisher.runtimes.llama_cpp import token_piece, vocab
 
 MERGES_KEY = "tokenizer.ggml.merges"
 
