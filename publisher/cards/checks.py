@@ -94,7 +94,7 @@ def _frontmatter_problems(text: str) -> list[str]:
 
 
 def _linked_files(text: str, repo_id: str) -> list[tuple[str, str]]:
-    pattern = re.compile(rf"{re.escape(HUB)}/{re.escape(repo_id)}/(?:blob|resolve)/([^/\s)]+)/([^\s)\"'>]+)")
+    pattern = re.compile(rf"{re.escape(HUB)}/{re.escape(repo_id)}/(?:blob|resolve)/([^/\s)]+)/([^\s)\"'>`]+)")
     return [(m.group(1), m.group(2)) for m in pattern.finditer(text)]
 
 

@@ -1,19 +1,20 @@
 """`publisher plan` against a measured build of the real SmolLM2 model: disk and peak memory within 10 %.
 
 The demo recipe (with an importance matrix, two types) is built one stage group at a time, each in
-a fresh process measured by ``os.wait4`` (the converter and llama-imatrix, run as children, are
+a fresh process measured by ``os.wait4`` from a small launcher (the converter and llama-imatrix, run as children, are
 charged to their stage), and every file the plan names is compared with the file the build wrote.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from support.common import recipe_variant, require_llama_cpp, require_smollm2
+from support.paths import REPO_ROOT
 
-from bench.proc import run_measured
 from publisher import plan
 from publisher.recipe import load_recipe
 from publisher.runtimes import llama_cpp
@@ -46,10 +47,24 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[plan.BuildPlan, 
     peaks: dict[str, int] = {}
     for group in STAGE_GROUPS:
         cmd = [sys.executable, "-m", "publisher.cli", "build", str(path), "--workdir", str(workdir)]
-        run = run_measured([*cmd, "--stages", ",".join(group)], log=root / "logs" / f"{group[0]}.log")
+        peak = _peak_rss([*cmd, "--stages", ",".join(group)], log=root / "logs" / f"{group[0]}.log")
         for stage in group:
-            peaks[stage] = run.peak_rss_bytes
+            peaks[stage] = peak
     return build_plan, workdir / "plan", peaks
+
+
+def _peak_rss(cmd: list[str], log: Path) -> int:
+    """``run_measured`` from a small launcher process, not from pytest itself.
+
+    Linux keeps the forking process's peak RSS in a child's ``ru_maxrss`` across exec, so a child
+    forked straight from a large pytest process (1.6 GB in a full run) would report pytest's peak.
+    """
+    launcher = "import sys; from pathlib import Path; from bench.proc import run_measured; "
+    launcher += "print(run_measured(sys.argv[2:], log=Path(sys.argv[1])).peak_rss_bytes)"
+    done = subprocess.run(
+        [sys.executable, "-c", launcher, str(log), *cmd], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    return int(done.stdout.split()[-1])
 
 
 def _close(planned: int, real: int) -> bool:

@@ -102,7 +102,7 @@ def test_files_on_other_branches_are_named_with_the_way_to_reach_them(tmp_path: 
     section = _run_section(cards.render_card(recipe, manifest, source_dir=CAUSALLM_SOURCE))
     assert "llama-server -hf publisher/CausalLM-14B-GGUF:Q4_0 " in section  # the example stays on main
     assert "Files on other branches (`causallm_14b.Q8_0.gguf`) cannot be reached by quant tag" in section
-    assert "-mu https://huggingface.co/publisher/CausalLM-14B-GGUF/resolve/BRANCH/FILE" in section
+    assert "-mu https://huggingface.co/publisher/CausalLM-14B-GGUF/resolve/q8/causallm_14b.Q8_0.gguf" in section
 
 
 def test_split_file_on_main_is_found_by_its_tag(tmp_path: Path) -> None:
