@@ -22,17 +22,9 @@ from publisher.recipe.fields import (
     slug,
 )
 from publisher.recipe.gptq import Gptq
-from publisher.recipe.sections import (
-    Card,
-    Convert,
-    Imatrix,
-    Model,
-    Publish,
-    Quantize,
-    QuantVariant,
-    Smoke,
-    Source,
-)
+from publisher.recipe.quantize import Imatrix, Quantize, QuantVariant
+from publisher.recipe.sections import Card, Convert, Model, Publish, Source
+from publisher.recipe.smoke import Smoke
 
 
 class Recipe(StrictModel):
