@@ -8,14 +8,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from publisher import __version__, interrupts
+from publisher.cli_commands import (
+    console,
+    err_console,
+    load,
+    print_error,
+    print_plan,
+    publish_build,
+    publish_cards,
+    recipe_summary,
+    show_card,
+    state,
+)
 from publisher.errors import PublisherError
 from publisher.manifest import DISK_FULL, disk_full_error, write_text_atomic
-from publisher.recipe import Recipe, load_recipe, recipe_json_schema
+from publisher.recipe import recipe_json_schema
 
 app = typer.Typer(
     name="publisher",
@@ -24,31 +33,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-_state = {"debug": False}
-
-
-def print_error(line: str) -> None:
-    """Print one error line to stderr; the text is escaped so brackets in it are not read as markup."""
-    err_console.print(f"[red]error:[/red] {escape(printable(line))}", highlight=False, soft_wrap=True)
-
-
-def printable(text: str) -> str:
-    """``text`` on one line: line breaks, other control characters and lone surrogates shown as escapes."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
-
-
-def load(path: Path) -> Recipe:
-    """Load a recipe and print its warnings (values allowed but doubtful) on stderr."""
-    recipe = load_recipe(path)
-    for line in recipe.warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {escape(printable(line))}", highlight=False, soft_wrap=True)
-    return recipe
-
-
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 TargetOpt = Annotated[
     str | None, typer.Option("--target", help="Where to publish: local or hf (default: the recipe's publish.target).")
@@ -71,33 +55,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    _state["debug"] = debug
-
-
-def _summary(recipe: Recipe) -> Table:
-    table = Table(title=escape(f"{recipe.path}: valid"), show_header=False, title_justify="left")
-    table.add_column("field", style="bold")
-    table.add_column("value")
-
-    def add(field: str, value: str) -> None:
-        table.add_row(field, escape(value))  # recipe text is data, not rich markup
-
-    source = recipe.source
-    where = " + ".join(
-        part for part in (f"{source.repo}@{source.revision}" if source.repo else "", source.path or "") if part
-    )
-    add("build name", recipe.build_name)
-    add("source", where)
-    add("model", f"{recipe.model.name} by {recipe.model.creator} ({recipe.model.model_type})")
-    add("license", recipe.model.license)
-    add("prompt template", recipe.model.prompt_template_title)
-    add("convert", recipe.convert.outtype)
-    add("quant types", ", ".join(recipe.quantize.names))
-    add("smoke prompts", str(len(recipe.smoke.prompts)))
-    add("publish", f"{recipe.publish.target}: {recipe.publish.repo_id}")
-    if recipe.publish.branches:
-        add("branches", ", ".join(b.name for b in recipe.publish.branches))
-    return table
+    state["debug"] = debug
 
 
 @app.command()
@@ -106,9 +64,9 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML fil
     problems: list[str] = []
     for path in recipes:
         try:
-            console.print(_summary(load(path)))
+            console.print(recipe_summary(load(path)))
         except PublisherError as err:
-            if _state["debug"]:
+            if state["debug"]:
                 raise
             problems.extend(str(err).splitlines())
     if problems:
@@ -161,56 +119,16 @@ def card(
     hub_dir: HubDirOpt = DEFAULT_HUB_DIR,
 ) -> None:
     """Render a recipe's model card (from its build when there is one, else with estimated sizes)."""
-    from publisher import cards
-
     if publish_too:
         if out or html or preview or check:
             raise PublisherError(
                 "--publish renders into each build folder; use --out, --html, --preview, --check alone"
             )
-        _publish_cards(recipe_paths, workdir=workdir, source_dir=source_dir, target=target, hub_dir=hub_dir)
+        publish_cards(recipe_paths, workdir=workdir, source_dir=source_dir, target=target, hub_dir=hub_dir)
         return
     if len(recipe_paths) != 1:
         raise PublisherError(f"card: got {len(recipe_paths)} recipes; give one, or several with --publish")
-    recipe_path = recipe_paths[0]
-    recipe = load(recipe_path)
-    result = cards.card_for_recipe(recipe, workdir, source_dir=source_dir)
-    for path in cards.write_outputs(result.text, out=out, html_out=html):
-        err_console.print(f"wrote {escape(str(path))}", highlight=False)
-    if preview:
-        cards.preview(result.text, console)
-    elif out is None and html is None and not check:
-        sys.stdout.write(result.text)
-    if check:
-        build_dir = result.build_dir if result.manifest is not None else None
-        problems = cards.check_card(result.text, recipe, result.manifest, build_dir)
-        if problems:
-            raise PublisherError("\n".join(f"card: {problem}" for problem in problems))
-        note = "" if build_dir else " (no build yet: linked files not checked)"
-        err_console.print(f"card: no problems found{note}", highlight=False)
-
-
-def _publish_cards(
-    recipe_paths: list[Path], *, workdir: Path, source_dir: Path | None, target: str | None, hub_dir: Path
-) -> None:
-    """Re-render and publish the card of each recipe's build; one failure does not stop the others."""
-    from publisher import pipeline
-    from publisher.manifest import MANIFEST_NAME
-
-    recipes = [load(path) for path in recipe_paths]  # every recipe valid before anything is published
-    problems: list[str] = []
-    for recipe in recipes:
-        try:
-            if not (workdir / recipe.build_name / MANIFEST_NAME).is_file():
-                raise PublisherError(f"no build in {workdir / recipe.build_name}; run `publisher build {recipe.path}`")
-            pipeline.execute(recipe, workdir, stages=["card"], source_dir=source_dir, console=err_console)
-            _publish(recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=False)
-        except PublisherError as err:
-            if _state["debug"]:
-                raise
-            problems.extend(f"{recipe.path}: {line}" for line in str(err).splitlines())
-    if problems:
-        raise PublisherError("\n".join(problems))
+    show_card(recipe_paths[0], workdir=workdir, source_dir=source_dir, preview=preview, out=out, html=html, check=check)
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -257,7 +175,7 @@ def build(
 
     recipe = load(recipe_path)
     if dry_run:
-        _print_plan(recipe, workdir, source_dir=source_dir, stages=_split(stages), only=_split(only))
+        print_plan(recipe, workdir, source_dir=source_dir, stages=_split(stages), only=_split(only))
         return
     result = pipeline.execute(
         recipe,
@@ -272,7 +190,7 @@ def build(
     console.print(pipeline.result_table(result))
     pipeline.check_failures(result)
     if publish_too:
-        _publish(recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=False)
+        publish_build(recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=False)
 
 
 @app.command(name="plan")
@@ -293,49 +211,7 @@ def plan_command(
     ] = None,
 ) -> None:
     """Per stage: the disk a build writes, its peak memory and time; exit 1 when this machine cannot do it."""
-    _print_plan(load(recipe_path), workdir, source_dir=source_dir, stages=_split(stages), only=_split(only))
-
-
-def _print_plan(
-    recipe: Recipe, workdir: Path, *, source_dir: Path | None, stages: list[str] | None, only: list[str] | None
-) -> None:
-    from publisher import plan
-
-    built = plan.make_plan(recipe, workdir, source_dir=source_dir, stages=stages, only_types=only)
-    console.print(plan.plan_table(built))
-    if refusals := built.refusals():
-        raise PublisherError("\n".join(refusals))
-
-
-def _publish(
-    recipe: Recipe, *, workdir: Path, target: str | None, hub_dir: Path, dry_run: bool, hard_links: bool = False
-) -> None:
-    from publisher import publish as publishing
-    from publisher import publish_view
-
-    outcome = publishing.publish(
-        recipe,
-        workdir=workdir,
-        target=target,
-        hub_dir=hub_dir,
-        hard_links=hard_links,
-        dry_run=dry_run,
-        console=err_console,
-    )
-    if isinstance(outcome, publishing.PublishPlan):
-        publish_view.print_plan(outcome, console)
-    else:
-        publish_view.print_result(outcome, console)
-    if recipe.gptq is not None:  # the sibling repo, one branch per variant
-        from publisher.publish_gptq import publish_gptq
-
-        gptq = publish_gptq(
-            recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run, console=err_console
-        )
-        if isinstance(gptq, publishing.PublishPlan):
-            publish_view.print_plan(gptq, console)
-        else:
-            publish_view.print_result(gptq, console)
+    print_plan(load(recipe_path), workdir, source_dir=source_dir, stages=_split(stages), only=_split(only))
 
 
 @app.command()
@@ -360,7 +236,7 @@ def publish(
     ] = False,
 ) -> None:
     """Publish a build's passed GGUFs and README.md: one commit per branch, only what changed."""
-    _publish(
+    publish_build(
         load(recipe_path),
         workdir=workdir,
         target=target,
@@ -390,13 +266,13 @@ def main() -> None:
         # exceptions raised by commands still reach us.
         app()
     except PublisherError as err:
-        if _state["debug"]:
+        if state["debug"]:
             raise
         for line in str(err).splitlines() or [type(err).__name__]:
             print_error(line)
         sys.exit(1)
     except OSError as err:
-        if _state["debug"]:
+        if state["debug"]:
             raise
         if err.errno in DISK_FULL:  # a full disk outside the writes that map it themselves (a temp folder)
             folder = Path(err.filename).parent if err.filename else Path.cwd()
@@ -405,7 +281,7 @@ def main() -> None:
         print_error(f"unexpected {type(err).__name__}: {err} (run with --debug for a traceback)")
         sys.exit(2)
     except Exception as err:
-        if _state["debug"]:
+        if state["debug"]:
             raise
         print_error(f"unexpected {type(err).__name__}: {err} (run with --debug for a traceback)")
         sys.exit(2)
