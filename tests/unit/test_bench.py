@@ -15,7 +15,7 @@ from bench import report
 from bench.__main__ import parse
 from bench.models import LlamaSpec
 from bench.proc import BenchError, run_measured
-from bench.run import _edit_template
+from bench.sections.build import _edit_template
 from bench.stats import Comparison, Series, alternating, ratio, within
 from bench.worker import counting_calls
 
