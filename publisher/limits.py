@@ -154,6 +154,11 @@ def name_problem(value: str, max_bytes: int = NAME_MAX_BYTES) -> str | None:
         return f"{_char(bad)} is not allowed (letters, digits, . _ - only)"
     if not value[0].isalnum():
         return "must start with a letter or digit"
+    return name_end_problem(value, max_bytes)
+
+
+def name_end_problem(value: str, max_bytes: int) -> str | None:
+    """The checks every file-name component shares, whatever letters it allows: no final dot, a byte limit."""
     if value.endswith("."):
         return "must not end with a dot"
     size = len(value.encode())

@@ -51,12 +51,7 @@ def stem_problem(value: str, max_bytes: int) -> str | None:
         return "is not in Unicode NFC form; write the composed characters"
     if not _keeps(value[0]) or unicodedata.category(value[0])[0] == "M":
         return "must start with a letter or digit"
-    if value.endswith("."):
-        return "must not end with a dot"
-    size = len(value.encode())
-    if size > max_bytes:
-        return f"is {size} bytes; at most {max_bytes} fit the longest file name a build writes"
-    return None
+    return limits.name_end_problem(value, max_bytes)
 
 
 def default_basename(model_name: str, naming: Naming, size_label: str | None) -> str:

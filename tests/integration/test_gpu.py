@@ -5,21 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+from support.gpu import GPU_ONLY
 from support.smollm2_models import demo_recipe
 
 from publisher.evaluation import measure_quality, smoke_test
 
-llama_cpp = pytest.importorskip("llama_cpp")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not llama_cpp.llama_supports_gpu_offload(),
-        reason="this llama-cpp-python build cannot offload to a GPU (see the README's GPU section)",
-    ),
-]
+pytestmark = GPU_ONLY
 
 
 def test_offloaded_q8_0_still_knows_paris(smollm2_ggufs: dict[str, Path]) -> None:

@@ -14,22 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
+from support.gpu import GPU_ONLY
 from support.tiny_models import ARCHITECTURES, make_tiny_model
 
 from publisher import pipeline
 from publisher.recipe import load_recipe
 from publisher.runtimes.llama_cpp import llama_log, open_model
 
-llama_cpp = pytest.importorskip("llama_cpp")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not llama_cpp.llama_supports_gpu_offload(),
-        reason="this llama-cpp-python build cannot offload to a GPU (see the README's GPU section)",
-    ),
-]
+pytestmark = GPU_ONLY
 
 TYPES = ["Q8_0", "Q4_K_M"]
 OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
