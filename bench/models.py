@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from publisher.tiny_tokenizer import train_sentencepiece
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct"
 CACHE_DIR = ROOT / ".cache" / "bench"
@@ -154,7 +156,7 @@ SCALE_SPEC = LlamaSpec(
     vocab_size=32000,
 )
 SPM_VOCAB = 2000  # what the shipped texts can train; the converter pads the vocabulary to 32000
-TEXTS = (ROOT / "publisher" / "data" / "calibration.txt", ROOT / "publisher" / "data" / "quality.txt")
+TEXTS = ("calibration.txt", "quality.txt")  # of publisher/data
 
 
 def scale_model(spec: LlamaSpec = SCALE_SPEC, *, cache_dir: Path = CACHE_DIR) -> BenchModel:
@@ -195,36 +197,6 @@ def _llama_tensors(spec: LlamaSpec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _train_tokenizer(folder: Path) -> None:
-    import sentencepiece
-
-    text = folder / "train.txt"
-    text.write_text("\n".join(path.read_text(encoding="utf-8") for path in TEXTS), encoding="utf-8")
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(text),
-        model_prefix=str(folder / "tokenizer"),
-        vocab_size=SPM_VOCAB,
-        model_type="bpe",
-        byte_fallback=True,
-        character_coverage=1.0,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-        normalization_rule_name="identity",  # llama.cpp applies no normalizer
-        remove_extra_whitespaces=False,
-    )
-    text.unlink()
-    (folder / "tokenizer.vocab").unlink()
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
-                    "unk_token": "<unk>", "add_bos_token": True}),
-        encoding="utf-8",
-    )  # fmt: skip
-
-
 def _generate_direct(spec: LlamaSpec, dest: Path, marker: dict[str, Any]) -> None:
     import torch
     from safetensors.torch import save_file
@@ -246,7 +218,7 @@ def _generate_direct(spec: LlamaSpec, dest: Path, marker: dict[str, Any]) -> Non
         config = spec.llama_config()
         config.architectures = ["LlamaForCausalLM"]  # what the converter dispatches on
         config.save_pretrained(staging)
-        _train_tokenizer(staging)
+        train_sentencepiece(staging, SPM_VOCAB, TEXTS)
         millions = round(spec.parameters() / 1e6)
         (staging / "README.md").write_text(
             README.format(millions=millions).replace(

@@ -2,7 +2,8 @@
 
 Weights come from a transformers config (two layers, hidden size 64), so conversion, quantization
 and llama.cpp loading run for real in seconds. The tokenizer is either SmolLM2's (a BPE tokenizer
-the converter recognizes) or a small SentencePiece model trained here from the shipped quality text.
+the converter recognizes) or a small SentencePiece model trained from the shipped quality text
+(``publisher.tiny_tokenizer``, which the benchmarks share).
 Besides the architectures the converter is proven on (``ARCHITECTURES``), two models are shaped
 for one test each: a Qwen3 that answers words (the gate tests) and a Mixtral whose router never
 picks two of its experts (the importance matrix's coverage report).
@@ -17,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support.paths import REPO_ROOT
+from publisher.tiny_tokenizer import train_sentencepiece
 from support.smollm2_models import SMOLLM2_DIR
 
-QUALITY_TEXT = REPO_ROOT / "publisher" / "data" / "quality.txt"
 BPE_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 SPM_VOCAB = 512
 
@@ -90,35 +90,6 @@ ARCHITECTURES = (
 )
 
 
-def train_sentencepiece(folder: Path, **options: Any) -> Path:
-    """A small SentencePiece model trained from the shipped quality text (seconds, offline).
-
-    Identity normalization and whitespace kept as it is, as Llama's and Gemma's tokenizers do:
-    llama.cpp applies neither SentencePiece's normalizer nor its whitespace folding, so a model
-    trained with the defaults tokenizes differently (the gate tests rely on that).
-    """
-    import sentencepiece
-
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = folder / "tokenizer"
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(QUALITY_TEXT),
-        model_prefix=str(prefix),
-        vocab_size=SPM_VOCAB,
-        model_type="bpe",
-        byte_fallback=True,
-        character_coverage=1.0,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-        **({"normalization_rule_name": "identity", "remove_extra_whitespaces": False} | options),
-    )
-    return prefix.with_suffix(".model")
-
-
 def make_tiny_model(arch: TinyArch, folder: Path, tokenizer_source: Path = SMOLLM2_DIR) -> Path:
     """Write ``folder`` as a Hugging Face model folder of ``arch`` with random weights."""
     import torch
@@ -126,22 +97,8 @@ def make_tiny_model(arch: TinyArch, folder: Path, tokenizer_source: Path = SMOLL
 
     folder.mkdir(parents=True, exist_ok=True)
     if arch.tokenizer == "spm":
-        model_file = train_sentencepiece(folder / ".spm", **arch.spm_options)
-        shutil.copy(model_file, folder / "tokenizer.model")
-        shutil.rmtree(folder / ".spm")
+        train_sentencepiece(folder, SPM_VOCAB, **arch.spm_options)
         vocab, bos, eos = SPM_VOCAB, 1, 2
-        (folder / "tokenizer_config.json").write_text(
-            json.dumps(
-                {
-                    "tokenizer_class": "LlamaTokenizer",
-                    "bos_token": "<s>",
-                    "eos_token": "</s>",
-                    "unk_token": "<unk>",
-                    "add_bos_token": True,
-                }
-            ),
-            encoding="utf-8",
-        )
     else:
         for name in arch.tokenizer_files:
             if (tokenizer_source / name).is_file():

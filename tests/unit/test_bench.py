@@ -15,7 +15,7 @@ from bench import report
 from bench.__main__ import parse
 from bench.models import LlamaSpec
 from bench.proc import BenchError, run_measured
-from bench.sections.build import _edit_template
+from bench.sections.build import Rebuild, _edit_template
 from bench.stats import Comparison, Series, alternating, ratio, within
 from bench.worker import counting_calls
 
@@ -278,6 +278,17 @@ def test_template_edit_changes_the_file_but_not_what_it_renders(tmp_path: Path) 
     _edit_template(path, 1)
     assert path.read_bytes() != before
     assert jinja2.Template(path.read_text()).render(title="x").strip() == "# x"
+
+
+def test_a_rebuild_is_reported_beside_the_full_build() -> None:
+    full, full_work = Series([10.0, 20.0, 30.0]), Series([8.0, 16.0, 24.0])
+    noop = Rebuild("nothing changed", Series([1.0, 1.0, 6.0]), Series([0.4, 0.8, 1.2]), ["card"], {})
+    result = noop.result(full, full_work)
+    assert (result["ratio"], result["wall_s"], result["full_wall_s"]) == (0.05, 1.0, 20.0)
+    assert result["ratio_range"] == [0.05, 0.2]  # per round: 1/10, 1/20, 6/30
+    assert result["work_ratio"] == 0.05 and result["stages_ran"] == ["card"]
+    with pytest.raises(ValueError):  # a round without its full build is a bug, not a figure
+        Rebuild("short", Series([1.0])).result(full, full_work)
 
 
 def test_counting_calls_counts_and_restores() -> None:
