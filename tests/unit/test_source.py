@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.card_helpers import CAUSALLM_SOURCE, GOLDEN_CARD, fake_build, recipe_variant
+from support.card_helpers import CAUSALLM_SOURCE, fake_build, recipe_variant
 from support.common import tiny_source
+from support.paths import REPO_ROOT
 
 from publisher import cards, pipeline, source
 from publisher.errors import SourceError
@@ -89,7 +90,7 @@ def test_fetch_records_what_the_card_needs(tmp_path: Path) -> None:
 
 
 def test_a_card_from_recorded_facts_never_needs_the_folder(tmp_path: Path) -> None:
-    recipe = load_recipe(GOLDEN_CARD.parents[3] / "recipes" / "causallm-14b.yaml")
+    recipe = load_recipe(REPO_ROOT / "recipes" / "causallm-14b.yaml")
     from_folder = cards.render_card(
         recipe, fake_build(recipe, tmp_path / "a", {"Q4_0": 8_180_411_392}), source_dir=CAUSALLM_SOURCE
     )

@@ -1,4 +1,4 @@
-"""fetch from a Hub repo, through the real huggingface_hub client, against a loopback Hub (tests/hubserver.py)."""
+"""fetch from a Hub repo, through the real huggingface_hub client, against a loopback Hub (support/hubserver.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What is published is what was tested, on both targets, as `publisher publish` reports it.
 
 Each case runs the real command (in-process) against the local target and the loopback Hub
-(tests/hubserver.py, driven by the real huggingface_hub client) and checks the one line it
+(tests/support/hubserver.py, driven by the real huggingface_hub client) and checks the one line it
 prints, its exit status, and exactly what the target holds afterwards.
 """
 

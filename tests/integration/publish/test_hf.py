@@ -1,4 +1,4 @@
-"""The hf target through the real huggingface_hub client, against a loopback Hub (tests/hubserver.py)."""
+"""The hf target through the real huggingface_hub client, against a loopback Hub (support/hubserver.py)."""
 
 from __future__ import annotations
 

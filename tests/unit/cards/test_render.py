@@ -18,6 +18,7 @@ from support.card_helpers import (
     fake_build,
     recipe_variant,
 )
+from support.paths import REPO_ROOT
 
 from publisher import cards
 from publisher.errors import CardError
@@ -32,7 +33,7 @@ OUR_EXTRA_KEYS = {"base_model_relation"}
 
 @pytest.fixture(scope="module")
 def causallm_card() -> str:
-    recipe = load_recipe(GOLDEN_CARD.parents[3] / "recipes" / "causallm-14b.yaml")
+    recipe = load_recipe(REPO_ROOT / "recipes" / "causallm-14b.yaml")
     return cards.render_card(recipe, source_dir=CAUSALLM_SOURCE)
 
 
@@ -85,7 +86,7 @@ def test_every_section_is_closed_and_nonempty(causallm_card: str) -> None:
     ends = re.findall(r"<!-- (\S+) end -->", causallm_card)
     assert starts == ends
     assert all(content.strip() for _name, content in cards.sections(causallm_card))
-    recipe = load_recipe(GOLDEN_CARD.parents[3] / "recipes" / "causallm-14b.yaml")
+    recipe = load_recipe(REPO_ROOT / "recipes" / "causallm-14b.yaml")
     assert cards.check_card(causallm_card, recipe, None, None) == []
 
 

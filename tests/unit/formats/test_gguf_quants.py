@@ -50,7 +50,7 @@ def test_every_entry_says_what_it_is_for() -> None:
 
 # llama-quant.cpp: tensor_requires_imatrix() names IQ1_S/M, IQ2_XXS/XS/S and IQ3_XXS (and Q2_K in a
 # Q2_K_S file); these mixes place one of them on some tensor of every model (IQ2_M's default tensor
-# type is IQ2_S, IQ3_XS puts IQ3_XXS on attn_q/attn_k). tests/integration/test_imatrix.py asks llama.cpp.
+# type is IQ2_S, IQ3_XS puts IQ3_XXS on attn_q/attn_k). tests/integration/imatrix/test_smollm2.py asks llama.cpp.
 NEED_IMATRIX = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S"}
 
 
