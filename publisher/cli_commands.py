@@ -136,7 +136,7 @@ def print_plan(
 def publish_build(
     recipe: Recipe, *, workdir: Path, target: str | None, hub_dir: Path, dry_run: bool, hard_links: bool = False
 ) -> None:
-    """Publish (or with ``dry_run`` plan) a build, and its GPTQ sibling repo when the recipe has one."""
+    """Publish (or with ``dry_run`` plan) a build, and its GPTQ and AWQ sibling repos when the recipe has them."""
     from publisher import publish as publishing
     from publisher import publish_view
 
@@ -153,13 +153,14 @@ def publish_build(
         publish_view.print_plan(outcome, console)
     else:
         publish_view.print_result(outcome, console)
-    if recipe.gptq is not None:  # the sibling repo, one branch per variant
-        from publisher.publish_gptq import publish_gptq
+    from publisher.gptq.formats import formats_of
+    from publisher.publish_gptq import publish_folders
 
-        gptq = publish_gptq(
-            recipe, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run, console=err_console
+    for fmt in formats_of(recipe):  # the sibling repos (-GPTQ, -AWQ), one branch per variant
+        sibling = publish_folders(
+            recipe, fmt, workdir=workdir, target=target, hub_dir=hub_dir, dry_run=dry_run, console=err_console
         )
-        if isinstance(gptq, publishing.PublishPlan):
-            publish_view.print_plan(gptq, console)
+        if isinstance(sibling, publishing.PublishPlan):
+            publish_view.print_plan(sibling, console)
         else:
-            publish_view.print_result(gptq, console)
+            publish_view.print_result(sibling, console)

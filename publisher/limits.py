@@ -293,8 +293,9 @@ def check_files(recipe: Recipe) -> tuple[list[Finding], list[Finding]]:
     if recipe.imatrix is not None:
         check(("imatrix", "text"), recipe.imatrix.text, "file", MAX_TEXT_BYTES)
         check(("imatrix", "file"), recipe.imatrix.file, "file")
-    if recipe.gptq is not None:
-        check(("gptq", "calibration"), recipe.gptq.calibration, "file", MAX_TEXT_BYTES)
+    for name, section in (("gptq", recipe.gptq), ("awq", recipe.awq)):
+        if section is not None:
+            check((name, "calibration"), section.calibration, "file", MAX_TEXT_BYTES)
     partials = check(("card", "partials_dir"), recipe.card.partials_dir, "folder")
     if partials is not None and (problem := template_tree_problem(partials, str(recipe.card.partials_dir))):
         problems.append((("card", "partials_dir"), problem))

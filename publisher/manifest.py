@@ -23,6 +23,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from publisher.errors import DiskSpaceError, ManifestError, PublisherError
+from publisher.manifest_records import AwqParameters as AwqParameters
+from publisher.manifest_records import FolderParameters as FolderParameters
 from publisher.manifest_records import GptqParameters as GptqParameters
 from publisher.manifest_records import QualityResult as QualityResult
 from publisher.manifest_records import Record as Record
@@ -39,7 +41,7 @@ ArtifactFormat = Literal["gguf", "gptq", "awq", "imatrix"]
 
 
 class Artifact(Record):
-    """One product of the build: a GGUF file (the reference or a quant) or a folder (a GPTQ variant)."""
+    """One product of the build: a GGUF file (the reference or a quant) or a folder (a GPTQ or AWQ variant)."""
 
     quant_type: str
     path: str = Field(description="Relative to the build folder: the file, or the folder of a folder artifact")
@@ -50,6 +52,7 @@ class Artifact(Record):
         default_factory=dict, description="A folder artifact's files: path inside the folder -> sha256"
     )
     gptq: GptqParameters | None = None
+    awq: AwqParameters | None = None
     bits_per_weight: float
     fingerprint: str
     status: Literal["built", "passed", "failed"] = "built"
@@ -199,6 +202,7 @@ class Manifest(Record):
     imatrix: ImatrixRecord | None = None
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
     gptq: dict[str, Artifact] = Field(default_factory=dict, description="GPTQ folder artifacts, by branch")
+    awq: dict[str, Artifact] = Field(default_factory=dict, description="AWQ folder artifacts, by branch")
     card: dict[str, Any] = Field(default_factory=dict)
 
     def passed_artifacts(self) -> list[Artifact]:

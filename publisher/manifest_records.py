@@ -1,4 +1,4 @@
-"""The manifest's per-artifact records: smoke answers, tokenizer and template parity, measured quality, GPTQ settings.
+"""The manifest's per-artifact records: smoke answers, tokenizer and template parity, quality, GPTQ and AWQ settings.
 
 :mod:`publisher.manifest` re-exports each of them; import them from there.
 """
@@ -86,17 +86,51 @@ class QualityResult(Record):
     tokens: int
 
 
-class GptqParameters(Record):
-    """How a GPTQ variant was made: the library's own settings plus what it does not record itself."""
+class FolderParameters(Record):
+    """How a folder variant (GPTQ, AWQ) was made: what every format records, the library's own settings apart."""
 
     bits: int
     group_size: int
-    act_order: bool
-    damp: float
-    sym: bool = True
     dataset: str = Field(description="The calibration text's file name")
     dataset_sha256: str
     samples: int = Field(description="Calibration samples actually used")
     seq_len: int = Field(description="Tokens per calibration sample")
     branch: str
     quantizer: str = Field(description="The library and version that quantized it, e.g. gptqmodel 7.6.0")
+
+    def calibration_summary(self) -> str:
+        """The calibration in words, for commit descriptions."""
+        return f"{self.samples} x {self.seq_len} tokens of {self.dataset}; {self.quantizer}."
+
+    def summary(self) -> str:
+        """One line for the branch's commit description."""
+        return f"{self.bits}-bit, group size {self.group_size}, {self.calibration_summary()}"
+
+
+class GptqParameters(FolderParameters):
+    """How a GPTQ variant was made: the library's own settings plus what it does not record itself."""
+
+    act_order: bool
+    damp: float
+    sym: bool = True
+
+    def summary(self) -> str:
+        """One line for the branch's commit description."""
+        return (
+            f"GPTQ {self.bits}-bit, group size {self.group_size}, act order {self.act_order}, "
+            f"damp {self.damp}, {self.calibration_summary()}"
+        )
+
+
+class AwqParameters(FolderParameters):
+    """How an AWQ variant was made."""
+
+    zero_point: bool
+    version: str = Field(description="The packing layout, gemm or gemv")
+
+    def summary(self) -> str:
+        """One line for the branch's commit description."""
+        return (
+            f"AWQ {self.bits}-bit, group size {self.group_size}, zero point {self.zero_point}, "
+            f"version {self.version.upper()}, {self.calibration_summary()}"
+        )

@@ -1,8 +1,9 @@
-"""Publishing the GPTQ variants: one repo (``<name>-GPTQ``), one branch per variant, one commit per branch.
+"""Publishing a folder format's variants: one repo (``<name>-GPTQ``, ``<name>-AWQ``), one branch per variant.
 
-The variant ``gptq.main`` names goes on ``main`` (and on no branch of its own); every branch carries the GPTQ card
-(``gptq/README.md``, written by the gptq-card stage). Planning and committing are the GGUF
-publisher's own (:func:`publisher.publish.execute_plan`), so publishing again sends only what changed.
+The variant the section's ``main`` names goes on ``main`` (and on no branch of its own); every branch carries
+the format's card (``<format>/README.md``, written by its card stage), and gets one commit. Planning and
+committing are the GGUF publisher's own (:func:`publisher.publish.execute_plan`), so publishing again sends
+only what changed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from publisher.errors import PublishError
+from publisher.gptq.formats import FolderFormat
 from publisher.manifest import Artifact, Manifest, load_manifest, sha256_file, writes_confined_to
 from publisher.publish import (
     BranchPlan,
@@ -28,20 +30,24 @@ from publisher.recipe import Recipe
 from publisher.targets import make_target
 from publisher.targets.base import LocalFile, Target
 
-CARD_PATH = "gptq/README.md"
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
-def _passed_variants(recipe: Recipe, manifest: Manifest) -> list[Artifact]:
+def _passed_variants(recipe: Recipe, manifest: Manifest, fmt: FolderFormat) -> list[Artifact]:
     """Every variant, tested and passed; anything else stops the publish with the command that fixes it."""
-    assert recipe.gptq is not None
+    section = fmt.section(recipe)
+    assert section is not None
     found = []
-    for branch in recipe.gptq.branches():
-        artifact = manifest.gptq.get(branch)
+    for branch in section.branches():
+        artifact = fmt.records(manifest).get(branch)
         if artifact is None or artifact.status == "built":
-            raise PublishError(f"GPTQ variant {branch} is not built and tested; run `publisher build {recipe.path}`")
+            raise PublishError(
+                f"{fmt.label} variant {branch} is not built and tested; run `publisher build {recipe.path}`"
+            )
         if artifact.status == "failed":
-            raise PublishError(f"GPTQ variant {branch} failed its checks ({artifact.failure}); it is not published")
+            raise PublishError(
+                f"{fmt.label} variant {branch} failed its checks ({artifact.failure}); it is not published"
+            )
         found.append(artifact)
     return found
 
@@ -60,24 +66,24 @@ def _files(build_dir: Path, artifact: Artifact) -> list[LocalFile]:
     ]
 
 
-def plan_gptq_publish(recipe: Recipe, target: Target, *, workdir: Path) -> PublishPlan:
-    """What publishing the GPTQ variants of ``recipe``'s build to ``target`` would do; changes nothing."""
-    gptq = recipe.gptq
-    if gptq is None:
-        raise PublishError(f"{recipe.path}: the recipe has no gptq section")
+def plan_folder_publish(recipe: Recipe, fmt: FolderFormat, target: Target, *, workdir: Path) -> PublishPlan:
+    """What publishing the ``fmt`` variants of ``recipe``'s build to ``target`` would do; changes nothing."""
+    section = fmt.section(recipe)
+    if section is None:
+        raise PublishError(f"{recipe.path}: the recipe has no {fmt.name} section")
     build_dir = build_dir_of(recipe, workdir)
     manifest = load_manifest(build_dir)
     if manifest is None:
         raise PublishError(f"no build in {build_dir}; run `publisher build {recipe.path}`")
-    variants = _passed_variants(recipe, manifest)
-    card = build_dir / CARD_PATH
+    variants = _passed_variants(recipe, manifest, fmt)
+    card = build_dir / fmt.card_path
     if not card.is_file():
-        raise PublishError(f"{card} is missing; run `publisher build {recipe.path}` (stage gptq-card)")
+        raise PublishError(f"{card} is missing; run `publisher build {recipe.path}` (stage {fmt.name}-card)")
     card_file = LocalFile(CARD_FILE, card, card.stat().st_size, sha256_file(card), "card")
-    repo_id = gptq.repo(recipe.publish.repo_id)
+    repo_id = section.repo(recipe.publish.repo_id)
     state = target.repo_state(repo_id)
     # As TheBloke's repos: the main variant lives on main only, every other on its own branch.
-    wanted = {"main": gptq.main_branch} | {b: b for b in gptq.branches() if b != gptq.main_branch}
+    wanted = {"main": section.main_branch} | {b: b for b in section.branches() if b != section.main_branch}
     by_branch = {a.quant_type: a for a in variants}
     branches = []
     for name, variant in wanted.items():
@@ -89,13 +95,8 @@ def plan_gptq_publish(recipe: Recipe, target: Target, *, workdir: Path) -> Publi
         for local in files:
             held = remote.get(local.path_in_repo)
             plan.files.append(PlannedFile(local, held is not None and held.matches(local), artifact.quant_type))
-        params = artifact.gptq
-        plan.description = (
-            f"GPTQ {params.bits}-bit, group size {params.group_size}, act order {params.act_order}, "
-            f"damp {params.damp}, {params.samples} x {params.seq_len} tokens of {params.dataset}; {params.quantizer}."
-            if params
-            else ""
-        )
+        params = fmt.parameters(artifact)
+        plan.description = params.summary() if params else ""
         branches.append(plan)
     return PublishPlan(
         recipe=recipe,
@@ -105,13 +106,14 @@ def plan_gptq_publish(recipe: Recipe, target: Target, *, workdir: Path) -> Publi
         repo_id=repo_id,
         private=recipe.publish.private,
         repo_exists=state.exists,
-        title=f"Publish {recipe.build_name} GPTQ (recipe {manifest.recipe_sha256[:12]})",
+        title=f"Publish {recipe.build_name} {fmt.label} (recipe {manifest.recipe_sha256[:12]})",
         branches=branches,
     )
 
 
-def publish_gptq(
+def publish_folders(
     recipe: Recipe,
+    fmt: FolderFormat,
     *,
     workdir: Path,
     target: str | Target | None = None,
@@ -119,7 +121,7 @@ def publish_gptq(
     dry_run: bool = False,
     console: Console | None = None,
 ) -> PublishResult | PublishPlan:
-    """Publish the GPTQ variants of ``recipe``'s build; with ``dry_run`` return the plan and change nothing."""
+    """Publish the ``fmt`` variants of ``recipe``'s build; with ``dry_run`` return the plan and change nothing."""
     from publisher.pipeline import lock_build
 
     out = console or Console(stderr=True)
@@ -130,12 +132,12 @@ def publish_gptq(
         stack.enter_context(writes_confined_to(build_dir, *([local_hub] if local_hub else [])))
         if build_dir.is_dir():
             stack.enter_context(lock_build(build_dir))
-        plan = plan_gptq_publish(recipe, chosen, workdir=workdir)
+        plan = plan_folder_publish(recipe, fmt, chosen, workdir=workdir)
         if dry_run:
             return plan
         if local_hub is not None:
             stack.enter_context(_hub_lock(local_hub, out))
-            plan = plan_gptq_publish(recipe, chosen, workdir=workdir)
+            plan = plan_folder_publish(recipe, fmt, chosen, workdir=workdir)
         if plan.changes:
             chosen.check_ready()
         return execute_plan(plan, chosen, console=out)

@@ -121,10 +121,13 @@ def gguf_context(recipe: Recipe, manifest: Manifest | None, source: SourceRecord
     # Versions only: the CPU feature list is for the manifest, not for readers.
     tools = {k: v for k, v in (manifest.tools if manifest else {}).items() if "system info" not in k}
     related = [r.model_dump() for r in recipe.card.related]
-    if recipe.gptq is not None:  # the sibling repo built from the same recipe
-        gptq_repo = recipe.gptq.repo(recipe.publish.repo_id)
+    for sibling in (s for s in (recipe.awq, recipe.gptq) if s is not None):  # repos built from the same recipe
         related.insert(
-            0, {"repo": gptq_repo, "description": "GPTQ models for GPU inference, one parameter set a branch"}
+            0,
+            {
+                "repo": sibling.repo(recipe.publish.repo_id),
+                "description": f"{sibling.suffix} models for GPU inference, one parameter set a branch",
+            },
         )
     if original_repo and not any(r["repo"] == original_repo for r in related):
         related.append({"repo": original_repo, "description": f"{model.creator}'s original model, unquantized"})

@@ -1,94 +1,87 @@
-"""The GPTQ card: TheBloke's branch table (one branch per parameter set), downloads and run instructions.
+"""The GPTQ and AWQ cards: TheBloke's branch table (one branch per parameter set), downloads and run instructions.
 
-Every figure comes from the manifest's ``gptq`` records: the parameters each variant was made
+Every figure comes from the manifest's records of the format: the parameters each variant was made
 with (dataset and sequence length included, which gptqmodel does not record), the folder's size
-and the quality the gptq-smoke stage measured against the same reference as the GGUF rows.
+and the quality the smoke stage measured against the same reference as the GGUF rows. The two
+cards share everything but the format's own columns and prose (``gptq.md.j2``, ``awq.md.j2``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from publisher.cards.environment import environment, render_template
 from publisher.cards.frontmatter import frontmatter_data, yaml_dump
 from publisher.cards.rows import HUB
-from publisher.manifest import Artifact, Manifest
+from publisher.gptq.formats import FolderFormat
+from publisher.manifest import Artifact, AwqParameters, FolderParameters, GptqParameters, Manifest
 from publisher.recipe import Recipe
 from publisher.report import format_bytes
 
-TEMPLATE = "gptq.md.j2"
 
-
-@dataclass(frozen=True)
-class GptqRow:
-    """One row of the branch table."""
-
-    branch: str
-    url: str
-    bits: int
-    group_size: str
-    act_order: str
-    damp: str
-    dataset: str
-    seq_len: int
-    size: str
-    exllama: str
-    perplexity: str
-    kl_divergence: str
-    description: str
-
-
-def exllama_compatible(artifact: Artifact) -> bool:
+def exllama_compatible(params: GptqParameters) -> bool:
     """Whether ExLlama (v1/v2) and Marlin load it: 4 bits, symmetric, a group size their kernels take."""
-    params = artifact.gptq
-    return params is not None and params.bits == 4 and params.sym and params.group_size in (-1, 32, 64, 128)
+    return params.bits == 4 and params.sym and params.group_size in (-1, 32, 64, 128)
 
 
-def _row(recipe: Recipe, repo: str, main: str, artifact: Artifact) -> GptqRow:
-    params = artifact.gptq
-    assert params is not None and recipe.gptq is not None
+def _own_cells(params: FolderParameters) -> dict[str, str]:
+    """The columns only this format's table has."""
+    if isinstance(params, GptqParameters):
+        return {
+            "act_order": "Yes" if params.act_order else "No",
+            "damp": f"{params.damp:g}",
+            "exllama": "Yes" if exllama_compatible(params) else "No",
+        }
+    if isinstance(params, AwqParameters):
+        return {"version": params.version.upper(), "zero_point": "Yes" if params.zero_point else "No"}
+    return {}
+
+
+def _row(recipe: Recipe, fmt: FolderFormat, repo: str, main: str, artifact: Artifact) -> dict[str, Any]:
+    params = fmt.parameters(artifact)
+    section = fmt.section(recipe)
+    assert params is not None and section is not None
     branch = "main" if params.branch == main else params.branch
     quality = artifact.quality
-    description = recipe.gptq.variant(params.branch).description
-    return GptqRow(
-        branch=branch,
-        url=f"{HUB}/{repo}/tree/{branch}",
-        bits=params.bits,
-        group_size="None" if params.group_size == -1 else str(params.group_size),
-        act_order="Yes" if params.act_order else "No",
-        damp=f"{params.damp:g}",
-        dataset=params.dataset,
-        seq_len=params.seq_len,
-        size=format_bytes(artifact.size_bytes),
-        exllama="Yes" if exllama_compatible(artifact) else "No",
-        perplexity=f"{quality.perplexity:.2f}" if quality else "—",
-        kl_divergence=f"{quality.kl_divergence:.4f}" if quality and quality.kl_divergence is not None else "—",
-        description=description or f"{params.bits}-bit, {params.samples} calibration samples",
-    )
+    description = section.variant(params.branch).description
+    return {
+        "branch": branch,
+        "url": f"{HUB}/{repo}/tree/{branch}",
+        "bits": params.bits,
+        "group_size": "None" if params.group_size == -1 else str(params.group_size),
+        "dataset": params.dataset,
+        "seq_len": params.seq_len,
+        "size": format_bytes(artifact.size_bytes),
+        "perplexity": f"{quality.perplexity:.2f}" if quality else "—",
+        "kl_divergence": f"{quality.kl_divergence:.4f}" if quality and quality.kl_divergence is not None else "—",
+        "description": description or f"{params.bits}-bit, {params.samples} calibration samples",
+        **_own_cells(params),
+    }
 
 
-def gptq_context(recipe: Recipe, manifest: Manifest) -> dict[str, Any]:
-    """Everything the GPTQ card template shows, as plain data."""
-    gptq = recipe.gptq
-    assert gptq is not None
-    repo = gptq.repo(recipe.publish.repo_id)
-    done = [manifest.gptq[b] for b in gptq.branches() if b in manifest.gptq and manifest.gptq[b].status == "passed"]
-    rows = [_row(recipe, repo, gptq.main_branch, a) for a in done]
+def folder_context(recipe: Recipe, manifest: Manifest, fmt: FolderFormat) -> dict[str, Any]:
+    """Everything the format's card template shows, as plain data."""
+    section = fmt.section(recipe)
+    assert section is not None
+    repo = section.repo(recipe.publish.repo_id)
+    records = fmt.records(manifest)
+    done = [records[b] for b in section.branches() if b in records and records[b].status == "passed"]
+    rows = [_row(recipe, fmt, repo, section.main_branch, a) for a in done]
+    first = fmt.parameters(done[0]) if done else None
     reference = manifest.reference
     model = recipe.model
     original = (model.base_model[0] if model.base_model else None) or recipe.source.repo
     return {
-        "title": f"{model.name} - GPTQ",
+        "title": f"{model.name} - {fmt.label}",
         "repo_id": repo,
         "gguf_repo": recipe.publish.repo_id,
         "model": model.model_dump(mode="json"),
         "original_repo": original,
         "profile": recipe.card.profile.model_dump(mode="json"),
-        "rows": [asdict(r) for r in rows],
-        "example": next((r.branch for r in rows if r.branch != "main"), "main"),
-        "quantizer": done[0].gptq.quantizer if done and done[0].gptq else "gptqmodel",
+        "rows": rows,
+        "example": next((r["branch"] for r in rows if r["branch"] != "main"), "main"),
+        "quantizer": first.quantizer if first else "gptqmodel",
         "reference_type": reference.quant_type if reference else None,
         "reference_quality": reference.quality.model_dump() if reference and reference.quality else None,
         "quality_tokens": next((a.quality.tokens for a in done if a.quality), None),
@@ -96,15 +89,13 @@ def gptq_context(recipe: Recipe, manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def render_gptq_card(recipe: Recipe, manifest: Manifest) -> str:
-    """The GPTQ repo's ``README.md``: the GGUF card's frontmatter with transformers' tags, then the body."""
+def render_folder_card(recipe: Recipe, manifest: Manifest, fmt: FolderFormat) -> str:
+    """The sibling repo's ``README.md``: the GGUF card's frontmatter with transformers' tags, then the body."""
+    section = fmt.section(recipe)
     front = frontmatter_data(recipe, None) | {"library_name": "transformers"}
-    front["tags"] = [
-        *front.get("tags", []),
-        "gptq",
-        "4-bit" if recipe.gptq and recipe.gptq.variants[0].bits == 4 else "gptq",
-    ]
+    bits = {v.bits for v in section.variants} if section else set()
+    front["tags"] = [*front.get("tags", []), fmt.name, *([f"{bits.pop()}-bit"] if len(bits) == 1 else [])]
     front["tags"] = list(dict.fromkeys(front["tags"]))
-    body = render_template(environment(recipe), TEMPLATE, gptq_context(recipe, manifest))
+    body = render_template(environment(recipe), fmt.template, folder_context(recipe, manifest, fmt))
     body = re.sub(r"\n{3,}", "\n\n", body).strip()
     return f"---\n{yaml_dump(front, sort_keys=False).strip()}\n---\n\n{body}\n"

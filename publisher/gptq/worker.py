@@ -1,12 +1,12 @@
-"""The GPTQ worker: runs inside the separate ``.venv-gptq`` environment, never inside publisher's own.
+"""The GPTQ and AWQ worker: runs inside the separate ``.venv-gptq`` environment, never inside publisher's own.
 
 It imports only the standard library, numpy, torch, transformers and gptqmodel, so gptqmodel's pins
 (numpy, its patches to transformers) never reach the GGUF path. publisher runs it as a subprocess:
 
     .venv-gptq/bin/python worker.py REQUEST.json RESULT.json
 
-``REQUEST.json`` holds ``{"op": "quantize" | "smoke", ...}``; the worker writes ``RESULT.json``
-(``{"ok": true, ...}`` or ``{"ok": false, "error": "one line"}``) and exits 0 either way, unless it
+``REQUEST.json`` holds ``{"op": "quantize" | "smoke", "method": "gptq" | "awq", ...}``; the worker writes
+``RESULT.json`` (``{"ok": true, ...}`` or ``{"ok": false, "error": "one line"}``) and exits 0 either way, unless it
 was killed. See ``publisher/gptq/runner.py`` for both sides of the contract.
 """
 
@@ -44,10 +44,30 @@ def _calibration(tokenizer: Any, text: str, samples: int, seq_len: int) -> list[
     return [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]
 
 
+def _config(req: dict[str, Any]) -> Any:
+    """gptqmodel's QuantizeConfig for the request's method and settings."""
+    from gptqmodel import QuantizeConfig
+    from gptqmodel.quantization import METHOD
+
+    common: dict[str, Any] = {
+        "bits": int(req["bits"]),
+        "group_size": int(req["group_size"]),
+        # The default offloads finished layers to a random temporary folder and records its path in the
+        # saved config, so two runs would never write the same bytes. Models this worker makes fit in memory.
+        "offload_to_disk": False,
+        "device": req.get("device", "cpu"),
+    }
+    if req.get("method", "gptq") == "awq":
+        return QuantizeConfig(method=METHOD.AWQ, format=str(req["version"]), sym=not bool(req["zero_point"]), **common)
+    return QuantizeConfig(
+        desc_act=bool(req["act_order"]), sym=bool(req.get("sym", True)), damp_percent=float(req["damp"]), **common
+    )
+
+
 def quantize(req: dict[str, Any]) -> dict[str, Any]:
-    """Quantize ``req["source"]`` with GPTQ into ``req["out"]`` (a new folder)."""
+    """Quantize ``req["source"]`` with GPTQ or AWQ into ``req["out"]`` (a new folder)."""
     import torch
-    from gptqmodel import GPTQModel, QuantizeConfig
+    from gptqmodel import BACKEND, GPTQModel
     from gptqmodel.version import __version__
     from transformers import AutoTokenizer
 
@@ -56,20 +76,13 @@ def quantize(req: dict[str, Any]) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(req["source"])
     text = Path(req["calibration"]).read_text(encoding="utf-8")
     calibration = _calibration(tokenizer, text, int(req["samples"]), int(req["seq_len"]))
-    config = QuantizeConfig(
-        bits=int(req["bits"]),
-        group_size=int(req["group_size"]),
-        desc_act=bool(req["act_order"]),
-        sym=bool(req.get("sym", True)),
-        damp_percent=float(req["damp"]),
-        # The default offloads finished layers to a random temporary folder and records its path in the
-        # saved config, so two runs would never write the same bytes. Models this worker makes fit in memory.
-        offload_to_disk=False,
-        device=req.get("device", "cpu"),
-    )
+    config = _config(req)
+    awq_on_cpu = req.get("method") == "awq" and req.get("device", "cpu") == "cpu"
     started = time.perf_counter()
     model = GPTQModel.load(req["source"], config)
-    model.quantize(calibration, batch_size=1, tokenizer=tokenizer, calibration_sort=None)
+    # gptqmodel picks the CUDA GEMM kernel to pack AWQ weights; its torch kernel packs the same layout on the CPU.
+    backend = BACKEND.AWQ_TORCH if awq_on_cpu else BACKEND.AUTO
+    model.quantize(calibration, batch_size=1, tokenizer=tokenizer, calibration_sort=None, backend=backend)
     model.save(req["out"])
     return {
         "samples": len(calibration),
@@ -81,7 +94,7 @@ def quantize(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def smoke(req: dict[str, Any]) -> dict[str, Any]:
-    """Load a GPTQ folder on ``req["device"]``, answer the prompts and store log-probs of the quality chunks."""
+    """Load a GPTQ or AWQ folder on ``req["device"]``, answer the prompts, store log-probs of the quality chunks."""
     import numpy as np
     import torch
     from gptqmodel import BACKEND, GPTQModel
@@ -90,7 +103,8 @@ def smoke(req: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(int(req.get("seed", 0)))
     started = time.perf_counter()
     device = req.get("device", "cpu")
-    backend = BACKEND.TORCH if device == "cpu" else BACKEND.AUTO
+    cpu_backend = BACKEND.AWQ_TORCH if req.get("method") == "awq" else BACKEND.TORCH
+    backend = cpu_backend if device == "cpu" else BACKEND.AUTO
     model = GPTQModel.load(req["model"], device=device, backend=backend)
     net = model.model
     if device == "cpu":

@@ -21,7 +21,7 @@ from publisher.recipe.fields import (
     StrictModel,
     slug,
 )
-from publisher.recipe.gptq import Gptq
+from publisher.recipe.gptq import Awq, Gptq
 from publisher.recipe.quantize import Imatrix, Quantize, QuantVariant
 from publisher.recipe.sections import Card, Convert, Model, Publish, Source
 from publisher.recipe.smoke import Smoke
@@ -37,6 +37,7 @@ class Recipe(StrictModel):
     imatrix: Imatrix | None = Field(None, description="Importance matrix for the quantizer; required by IQ1-IQ3_XS")
     quantize: Quantize
     gptq: Gptq | None = Field(None, description="GPTQ variants, one branch each, in a sibling -GPTQ repo")
+    awq: Awq | None = Field(None, description="AWQ variants, one branch each, in a sibling -AWQ repo")
     smoke: Smoke = Field(default_factory=Smoke)
     card: Card
     publish: Publish

@@ -1,9 +1,9 @@
-"""gptq-smoke: load each GPTQ folder in the GPTQ environment, ask the recipe's prompts, measure its quality.
+"""gptq-smoke and awq-smoke: load each folder in the quantizer's environment, ask the prompts, measure quality.
 
-The worker loads the folder the way a user's transformers does (gptqmodel's torch kernel on the CPU),
+The worker loads the folder the way a user's transformers does (gptqmodel's torch kernels on the CPU),
 renders each prompt through the folder's own chat template and answers greedily; the expectations
 are the GGUF smoke test's. Quality uses the reference logits the smoke stage stored: the same
-token chunks, scored at the same positions, so the GPTQ rows sit in one table with the GGUF rows.
+token chunks, scored at the same positions, so the GPTQ and AWQ rows sit in one table with the GGUF rows.
 The folder's tokenizer files must equal the source's byte for byte.
 """
 
@@ -19,24 +19,24 @@ from publisher.errors import ManifestError, PublisherError
 from publisher.evaluation.quality import load_reference_logits
 from publisher.evaluation.smoke import check_answer, prompts_of, system_message
 from publisher.gptq import folder as gptq_folder
-from publisher.gptq.runner import environment_id, missing_reason, run_worker
+from publisher.gptq.formats import AWQ, GPTQ, FolderFormat
+from publisher.gptq.runner import environment_id, run_worker
 from publisher.manifest import Artifact, QualityResult, SmokeAnswer, SmokeResult, fingerprint, guard_write
-from publisher.stages import BuildContext, Stage, register
+from publisher.stages import BuildContext, register
+from publisher.stages.gptq import FormatStage
 from publisher.stages.smoke import LOGITS_KEY, logits_path
 
-WORK_DIR = "gptq"
 
-
-def work_key(branch: str) -> str:
+def work_key(fmt: FolderFormat, branch: str) -> str:
     """The manifest key of one variant's smoke record."""
-    return f"gptq-smoke/{branch}"
+    return f"{fmt.name}-smoke/{branch}"
 
 
-def settings(ctx: BuildContext, artifact: Artifact) -> str:
+def settings(ctx: BuildContext, fmt: FolderFormat, artifact: Artifact) -> str:
     """Fingerprint of one folder's checks: its files, the smoke settings, the reference logits, the environment."""
     logits = ctx.manifest.stages.get(LOGITS_KEY)
     return fingerprint(
-        "gptq-smoke",
+        f"{fmt.name}-smoke",
         artifact.sha256,
         ctx.recipe.smoke.model_dump(mode="json"),
         ctx.recipe.model.system_message,
@@ -45,8 +45,10 @@ def settings(ctx: BuildContext, artifact: Artifact) -> str:
     )
 
 
-def _current(ctx: BuildContext, artifact: Artifact) -> bool:
-    return artifact.status != "built" and ctx.is_current(work_key(artifact.quant_type), settings(ctx, artifact))
+def _current(ctx: BuildContext, fmt: FolderFormat, artifact: Artifact) -> bool:
+    return artifact.status != "built" and ctx.is_current(
+        work_key(fmt, artifact.quant_type), settings(ctx, fmt, artifact)
+    )
 
 
 def _messages(ctx: BuildContext) -> list[list[dict[str, str]]]:
@@ -74,59 +76,53 @@ def _quality(logits: Path, quant_logp_path: Path, ctx: BuildContext) -> QualityR
     )
 
 
-@register("gptq-smoke")
-class GptqSmokeStage(Stage):
-    """Check every GPTQ folder and mark it passed or failed."""
-
-    name = "gptq-smoke"
-    after = ("gptq", "smoke")
-
-    def applies(self, ctx: BuildContext) -> bool:
-        """Only recipes with a gptq section."""
-        return ctx.recipe.gptq is not None
-
-    def blocked_reason(self, ctx: BuildContext) -> str | None:
-        """The GPTQ environment is not installed."""
-        return missing_reason()
+class FolderSmokeStage(FormatStage):
+    """Check every folder of the format and mark it passed or failed."""
 
     def is_done(self, ctx: BuildContext) -> bool:
         """Every variant was checked with the current inputs."""
-        gptq = ctx.recipe.gptq
-        arts = [ctx.manifest.gptq.get(b) for b in gptq.branches()] if gptq else []
-        return bool(arts) and all(a is not None and _current(ctx, a) for a in arts)
+        section = self.fmt.section(ctx.recipe)
+        records = self.fmt.records(ctx.manifest)
+        arts = [records.get(b) for b in section.branches()] if section else []
+        return bool(arts) and all(a is not None and _current(ctx, self.fmt, a) for a in arts)
 
     def problems(self, ctx: BuildContext) -> list[str]:
         """A variant that failed its checks."""
-        return [f"{a.path}: {a.failure}" for a in ctx.manifest.gptq.values() if a.status == "failed"]
+        return [f"{a.path}: {a.failure}" for a in self.fmt.records(ctx.manifest).values() if a.status == "failed"]
 
     def run(self, ctx: BuildContext) -> None:
         """Check the folders whose results are missing or stale."""
-        gptq = ctx.recipe.gptq
-        if gptq is None:
+        section = self.fmt.section(ctx.recipe)
+        if section is None:
             return
-        missing = [b for b in gptq.branches() if b not in ctx.manifest.gptq]
+        records = self.fmt.records(ctx.manifest)
+        missing = [b for b in section.branches() if b not in records]
         if missing:
-            raise ManifestError(f"{ctx.build_dir}: gptq-smoke needs {', '.join(missing)}; run with --stages gptq")
+            raise ManifestError(
+                f"{ctx.build_dir}: {self.name} needs {', '.join(missing)}; run with --stages {self.fmt.name}"
+            )
         logits = logits_path(ctx) if ctx.recipe.smoke.quality.enabled and LOGITS_KEY in ctx.manifest.stages else None
         forced = self.name in ctx.forced
-        for branch in gptq.branches():
-            artifact = ctx.manifest.gptq[branch]
-            if forced or not _current(ctx, artifact):
+        for branch in section.branches():
+            artifact = records[branch]
+            if forced or not _current(ctx, self.fmt, artifact):
                 self._check(ctx, artifact, logits)
 
     def _check(self, ctx: BuildContext, artifact: Artifact, logits: Path | None) -> None:
-        gptq = ctx.recipe.gptq
+        fmt = self.fmt
+        section = self.section(ctx)
         source = ctx.manifest.source
-        assert gptq is not None and source is not None
+        assert source is not None
         started = time.perf_counter()
-        ctx.forget(work_key(artifact.quant_type))
+        ctx.forget(work_key(fmt, artifact.quant_type))
         folder = ctx.build_dir / artifact.path
-        work = guard_write(ctx.build_dir / WORK_DIR / f".{artifact.quant_type}.smoke")
+        work = guard_write(ctx.build_dir / fmt.name / f".{artifact.quant_type}.smoke")
         work.mkdir(parents=True, exist_ok=True)
         request: dict[str, Any] = {
             "op": "smoke",
+            "method": fmt.name,
             "model": str(folder),
-            "device": gptq.device,
+            "device": section.device,
             "prompts": _messages(ctx),
             "max_tokens": ctx.recipe.smoke.max_tokens,
             "seed": ctx.recipe.smoke.seed,
@@ -144,7 +140,7 @@ class GptqSmokeStage(Stage):
         answers: list[SmokeAnswer] = []
         result: dict[str, Any] = {}
         try:
-            result = run_worker(request, work, ctx.logs_dir() / f"gptq-smoke-{artifact.quant_type}.log")
+            result = run_worker(request, work, ctx.logs_dir() / f"{self.name}-{artifact.quant_type}.log")
             for item, answer in zip(prompts_of(ctx.recipe), result["answers"], strict=True):
                 found, advisories = check_answer(answer, item.expectations(), artifact.quant_type)
                 answers.append(
@@ -172,7 +168,7 @@ class GptqSmokeStage(Stage):
             load_s=result.get("load_s"),
             peak_rss_bytes=result.get("peak_rss_bytes"),
         )
-        ctx.manifest.gptq[artifact.quant_type] = artifact.model_copy(
+        fmt.records(ctx.manifest)[artifact.quant_type] = artifact.model_copy(
             update={
                 "status": "failed" if problems else "passed",
                 "failure": "; ".join(problems) or None,
@@ -180,6 +176,22 @@ class GptqSmokeStage(Stage):
                 "quality": quality,
             }
         )
-        ctx.record(work_key(artifact.quant_type), settings(ctx, artifact), [], time.perf_counter() - started)
+        ctx.record(work_key(fmt, artifact.quant_type), settings(ctx, fmt, artifact), [], time.perf_counter() - started)
         shown = f", PPL {quality.perplexity:.2f}, KLD {quality.kl_divergence:.4f}" if quality else ""
-        ctx.console.print(f"gptq-smoke: {artifact.quant_type} {'passed' if not problems else 'FAILED'}{shown}")
+        ctx.console.print(f"{self.name}: {artifact.quant_type} {'passed' if not problems else 'FAILED'}{shown}")
+
+
+@register("gptq-smoke")
+class GptqSmokeStage(FolderSmokeStage):
+    """Check every GPTQ folder."""
+
+    fmt = GPTQ
+    after = ("gptq", "smoke")
+
+
+@register("awq-smoke")
+class AwqSmokeStage(FolderSmokeStage):
+    """Check every AWQ folder."""
+
+    fmt = AWQ
+    after = ("awq", "smoke")

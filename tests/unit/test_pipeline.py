@@ -236,6 +236,7 @@ def test_cli_build_prints_one_line_per_error(recipe: Recipe, tmp_path: Path) -> 
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: --stages x: unknown stage "
-        "(stages: fetch, convert, imatrix, quantize, smoke, shard, card, gptq, gptq-smoke, gptq-card)"
+        "(stages: fetch, convert, imatrix, quantize, smoke, shard, card, "
+        "gptq, awq, gptq-smoke, awq-smoke, gptq-card, awq-card)"
     ]
     assert "Traceback" not in proc.stderr

@@ -18,10 +18,11 @@ from support.common import CONVERTED_NAME, converted_smollm2, copy_build, recipe
 
 from publisher import pipeline
 from publisher.gptq.folder import TOKENIZER_FILES, tokenizer_mismatches
+from publisher.gptq.formats import GPTQ
 from publisher.gptq.runner import missing_reason
 from publisher.manifest import Manifest, load_manifest, sha256_file
 from publisher.publish import PublishResult
-from publisher.publish_gptq import publish_gptq
+from publisher.publish_gptq import publish_folders
 from publisher.recipe import Recipe, load_recipe
 
 pytestmark = pytest.mark.slow
@@ -174,7 +175,7 @@ def test_publish_makes_one_branch_per_variant_and_is_idempotent(
 ) -> None:
     recipe, build_dir, manifest = gptq_build
     hub = tmp_path / "hub"
-    first = publish_gptq(recipe, workdir=build_dir.parent, target="local", hub_dir=hub)
+    first = publish_folders(recipe, GPTQ, workdir=build_dir.parent, target="local", hub_dir=hub)
     assert isinstance(first, PublishResult)
     assert {b.name for b in first.branches if b.commit} == {"main", NO_ACT_ORDER}
     repo = hub / "publisher-demo" / "SmolLM2-135M-Instruct-GPTQ"
@@ -185,7 +186,7 @@ def test_publish_makes_one_branch_per_variant_and_is_idempotent(
         subjects = _git(repo, "log", "--format=%s", branch).splitlines()
         assert sum(s.startswith("Publish ") for s in subjects) == 1, subjects  # one commit per branch
     refs = _git(repo, "for-each-ref")
-    again = publish_gptq(recipe, workdir=build_dir.parent, target="local", hub_dir=hub)
+    again = publish_folders(recipe, GPTQ, workdir=build_dir.parent, target="local", hub_dir=hub)
     assert isinstance(again, PublishResult) and not any(b.commit for b in again.branches)
     assert _git(repo, "for-each-ref") == refs
 

@@ -7,12 +7,13 @@ from pathlib import Path
 from support.paths import FIXTURES
 
 from publisher.cards import render_card
-from publisher.cards.gptq import render_gptq_card
+from publisher.cards.gptq import render_folder_card
+from publisher.gptq.formats import GPTQ
 from publisher.manifest import Artifact, GptqParameters, Manifest, QualityResult, folder_digest
 from publisher.recipe import Recipe, load_recipe
 
 ACT, NO_ACT = "gptq-4bit-64g-actorder_True", "gptq-4bit-64g-actorder_False"
-GPTQ = """gptq:
+GPTQ_SECTION = """gptq:
   samples: 16
   seq_len: 256
   main: gptq-4bit-64g-actorder_False
@@ -25,7 +26,9 @@ GPTQ = """gptq:
 
 def _recipe(tmp_path: Path) -> Recipe:
     path = tmp_path / "r.yaml"
-    path.write_text((FIXTURES / "recipes" / "minimal.yaml").read_text(encoding="utf-8") + GPTQ, encoding="utf-8")
+    path.write_text(
+        (FIXTURES / "recipes" / "minimal.yaml").read_text(encoding="utf-8") + GPTQ_SECTION, encoding="utf-8"
+    )
     return load_recipe(path)
 
 
@@ -68,7 +71,7 @@ def test_the_branch_table_shows_each_variant_as_recorded(tmp_path: Path) -> None
     figures = ((115_000_000, 33.3, 0.2), (114_000_000, 38.8, 0.3), (90_000_000, 80.0, 0.9))
     for branch, (size, ppl, kld) in zip(branches, figures, strict=True):
         manifest.gptq[branch] = _artifact(recipe, branch, size, ppl, kld)
-    card = render_gptq_card(recipe, manifest)
+    card = render_folder_card(recipe, manifest, GPTQ)
     tree = "https://huggingface.co/tester/Tiny-GPTQ/tree"
     rows = [
         f"| [{ACT}]({tree}/{ACT}) | 4 | 64 | Yes | 0.1 | calibration.txt | 256 | 115.0 MB | Yes | 33.30 | 0.2000 |",
@@ -92,7 +95,7 @@ def test_a_failed_variant_is_left_out_of_the_table(tmp_path: Path) -> None:
         manifest.gptq[branch] = _artifact(recipe, branch, 1_000_000, 30.0, 0.1)
     failed = recipe.gptq.branches()[2]
     manifest.gptq[failed] = manifest.gptq[failed].model_copy(update={"status": "failed", "failure": "no answer"})
-    assert f"[{failed}]" not in render_gptq_card(recipe, manifest)
+    assert f"[{failed}]" not in render_folder_card(recipe, manifest, GPTQ)
 
 
 def test_the_gguf_card_links_the_gptq_repo(tmp_path: Path) -> None:
