@@ -24,6 +24,7 @@ class FolderVariant(StrictModel):
 
     kind: ClassVar[str] = ""
     group_sizes: ClassVar[tuple[int, ...]] = GROUP_SIZES
+    row_multiple: ClassVar[int] = 1  # what the output widths of the clipped layers must be a multiple of
 
     bits: int
     group_size: int = Field(128, description="Weights sharing one scale: 32, 64, 128, ... or -1 for a whole row")
@@ -84,6 +85,8 @@ class AwqVariant(FolderVariant):
 
     kind: ClassVar[str] = "AWQ"
     group_sizes: ClassVar[tuple[int, ...]] = AWQ_GROUP_SIZES
+    # gptqmodel's clipping search takes a layer's output rows 64 (or 256) at a time and asserts they divide.
+    row_multiple: ClassVar[int] = 64
 
     # gptqmodel packs other widths too, but the AWQ kernels of vLLM, TGI and transformers read 4 bits only.
     bits: Literal[4] = Field(4, description="Bits per weight: 4, the only width AWQ kernels read")

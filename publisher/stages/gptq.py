@@ -99,20 +99,29 @@ def artifact_current(ctx: BuildContext, fmt: FolderFormat, variant: FolderVarian
 
 
 def _check_shape(ctx: BuildContext, fmt: FolderFormat, index: int, variant: FolderVariant) -> None:
-    """Refuse a group size that does not divide the width of the layers it groups."""
+    """Refuse a group size that does not divide the width of the layers it groups, or rows the quantizer cannot take."""
     source = ctx.manifest.source
     arch = source.facts.architecture if source and source.facts else None
-    if arch is None or variant.group_size == -1:
+    if arch is None:
         return
     widths = {"hidden size": arch.hidden, "attention width": arch.n_heads * arch.head_dim}
     if arch.intermediate:
         widths["intermediate size"] = arch.intermediate
     for what, width in widths.items():
-        if width % variant.group_size:
+        if variant.group_size != -1 and width % variant.group_size:
             raise RecipeError(
                 [
                     f"{ctx.recipe.where(fmt.name, 'variants', index, 'group_size')}: group size {variant.group_size} "
                     f"does not divide the model's {what} {width}; use a divisor such as 32 or 64"
+                ]
+            )
+    rows = {**widths, "key/value width": arch.n_kv_heads * arch.head_dim}
+    for what, width in rows.items():
+        if width % variant.row_multiple:
+            raise RecipeError(
+                [
+                    f"{ctx.recipe.where(fmt.name, 'variants', index)}: {variant.kind} needs layer widths that are "
+                    f"multiples of {variant.row_multiple}; the model's {what} is {width}"
                 ]
             )
 

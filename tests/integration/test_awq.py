@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
-from support.tiny_models import ARCHITECTURES, make_tiny_model
+from support.tiny_models import ARCHITECTURES, TinyArch, make_tiny_model
 
 from publisher import pipeline
+from publisher.errors import RecipeError
 from publisher.gptq.formats import AWQ
 from publisher.gptq.runner import missing_reason
 from publisher.manifest import AwqParameters, Manifest, load_manifest, sha256_file
@@ -29,7 +30,15 @@ from publisher.recipe import Recipe, load_recipe
 pytestmark = pytest.mark.slow
 
 MAIN, SYM = "awq-4bit-64g", "awq-4bit-32g-sym"
+# gptqmodel's AWQ clipping search takes output rows 64 at a time: four key/value heads of 16 make 64.
+TINY_LLAMA = TinyArch("llama", "LlamaConfig", {"tie_word_embeddings": False, "num_key_value_heads": 4})
 STAGES = ["fetch", "convert", "quantize", "smoke", "awq", "awq-smoke", "awq-card", "card"]
+
+
+def _require_env() -> None:
+    if (reason := missing_reason()) is not None:
+        pytest.skip(reason)
+    pytest.importorskip("torch")
 
 
 def _recipe(folder: Path, source: Path) -> Recipe:
@@ -60,11 +69,9 @@ def _recipe(folder: Path, source: Path) -> Recipe:
 
 @pytest.fixture(scope="module")
 def awq_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recipe, Path, Manifest]:
-    if (reason := missing_reason()) is not None:
-        pytest.skip(reason)
-    pytest.importorskip("torch")
+    _require_env()
     root = tmp_path_factory.mktemp("awq")
-    source = make_tiny_model(ARCHITECTURES[0], root / "source")
+    source = make_tiny_model(TINY_LLAMA, root / "source")
     recipe = _recipe(root / "recipes", source)
     result = pipeline.execute(recipe, root / "work", stages=STAGES)
     manifest = load_manifest(result.build_dir)
@@ -163,3 +170,16 @@ def test_publish_makes_the_awq_repo_one_branch_per_variant(
         assert listed == {".gitattributes", "README.md", *manifest.awq[variant].files}
     again = publish_folders(recipe, AWQ, workdir=build_dir.parent, target="local", hub_dir=hub)
     assert isinstance(again, PublishResult) and not any(b.commit for b in again.branches)
+
+
+def test_widths_the_clipping_search_cannot_take_are_refused_before_any_work(tmp_path: Path) -> None:
+    _require_env()
+    source = make_tiny_model(ARCHITECTURES[0], tmp_path / "source")  # two key/value heads of 16: 32 wide
+    recipe = _recipe(tmp_path / "recipes", source)
+    with pytest.raises(RecipeError) as err:
+        pipeline.execute(recipe, tmp_path / "work", stages=["fetch", "awq"])
+    assert str(err.value) == (
+        f"{recipe.path}:24: awq.variants[0]: AWQ needs layer widths that are multiples of 64; "
+        "the model's key/value width is 32"
+    )
+    assert not (tmp_path / "work" / "tiny-awq" / "awq").exists()
