@@ -44,10 +44,17 @@ def environment_id() -> str:
     return REQUIREMENTS.read_text(encoding="utf-8")
 
 
+def _last_line(log_path: Path) -> str:
+    """The log's last non-blank line: where gptqmodel ends the process from a thread, the exception."""
+    lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    return next((line for line in reversed(lines) if line), "")[:200]
+
+
 def run_worker(request: dict[str, Any], work_dir: Path, log_path: Path, timeout: float | None = None) -> dict[str, Any]:
     """Run one worker request; its result, or :class:`QuantizationError` with one line naming the log."""
+    what = f"{request.get('method', 'gptq')} {request['op']}"
     if reason := missing_reason():
-        raise QuantizationError(f"gptq: {reason}")
+        raise QuantizationError(f"{what}: {reason}")
     guard_write(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gptq-request.", dir=work_dir) as tmp:
         req_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
@@ -66,12 +73,14 @@ def run_worker(request: dict[str, Any], work_dir: Path, log_path: Path, timeout:
                     check=False,
                 )
             except subprocess.TimeoutExpired:
-                raise QuantizationError(f"gptq {request['op']}: no answer in {timeout:.0f}s; see {log_path}") from None
+                raise QuantizationError(f"{what}: no answer in {timeout:.0f}s; see {log_path}") from None
         if not result_path.is_file():
+            # gptqmodel ends the process (os._exit) when one of its threads raises, before any result is written.
             raise QuantizationError(
-                f"gptq {request['op']}: the worker ended with status {done.returncode} and no result; see {log_path}"
+                f"{what}: the worker ended with status {done.returncode} and no result "
+                f"({_last_line(log_path) or 'no output'}); see {log_path}"
             )
         result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
     if not result.get("ok"):
-        raise QuantizationError(f"gptq {request['op']}: {result.get('error', 'failed')}; see {log_path}")
+        raise QuantizationError(f"{what}: {result.get('error', 'failed')}; see {log_path}")
     return result
