@@ -60,7 +60,8 @@ def test_calibration_facts_are_recorded_and_the_temporary_path_dropped(tmp_path:
 def test_a_missing_environment_is_one_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(runner.PYTHON_VAR, str(tmp_path / "nowhere" / "bin" / "python"))
     assert "make setup-gptq" in (runner.missing_reason() or "")
-    with pytest.raises(QuantizationError, match=r"^gptq: the GPTQ environment .* is missing; run `make setup-gptq`"):
+    missing = r"^gptq quantize: the GPTQ environment .* is missing; run `make setup-gptq`"
+    with pytest.raises(QuantizationError, match=missing):
         runner.run_worker({"op": "quantize"}, tmp_path / "work", tmp_path / "log.txt")
 
 
@@ -73,3 +74,15 @@ def test_a_worker_failure_is_one_line_naming_the_log(tmp_path: Path, monkeypatch
     assert str(err.value) == f"gptq nothing: KeyError: 'nothing'; see {log}"
     assert "Traceback" in log.read_text(encoding="utf-8")
     assert list((tmp_path / "work").iterdir()) == []  # the request folder is gone
+
+
+def test_a_worker_ended_from_a_thread_names_its_last_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # gptqmodel ends the process with os._exit(1) after printing a thread's traceback; this interpreter does the same.
+    ends = tmp_path / "ends.sh"
+    ends.write_text('#!/bin/sh\necho "Traceback (most recent call last):"\necho "AssertionError"\necho\nexit 1\n')
+    ends.chmod(0o755)
+    monkeypatch.setenv(runner.PYTHON_VAR, str(ends))
+    log = tmp_path / "worker.log"
+    with pytest.raises(QuantizationError) as err:
+        runner.run_worker({"op": "quantize", "method": "awq"}, tmp_path / "work", log)
+    assert str(err.value) == f"awq quantize: the worker ended with status 1 and no result (AssertionError); see {log}"
