@@ -153,7 +153,7 @@ def publish_build(
         publish_view.print_plan(outcome, console)
     else:
         publish_view.print_result(outcome, console)
-    from publisher.gptq.formats import formats_of
+    from publisher.folder_formats import formats_of
     from publisher.publish_gptq import publish_folders
 
     for fmt in formats_of(recipe):  # the sibling repos (-GPTQ, -AWQ), one branch per variant

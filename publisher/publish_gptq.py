@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from publisher.errors import PublishError
-from publisher.gptq.formats import FolderFormat
+from publisher.folder_formats import FolderFormat
 from publisher.manifest import Artifact, Manifest, load_manifest, sha256_file, writes_confined_to
 from publisher.publish import (
     BranchPlan,

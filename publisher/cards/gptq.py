@@ -14,7 +14,7 @@ from typing import Any
 from publisher.cards.environment import environment, render_template
 from publisher.cards.frontmatter import frontmatter_data, yaml_dump
 from publisher.cards.rows import HUB
-from publisher.gptq.formats import FolderFormat
+from publisher.folder_formats import FolderFormat
 from publisher.manifest import Artifact, AwqParameters, FolderParameters, GptqParameters, Manifest
 from publisher.recipe import Recipe
 from publisher.report import format_bytes

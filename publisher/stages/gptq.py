@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from publisher.errors import ManifestError, RecipeError
+from publisher.folder_formats import AWQ, GPTQ, FolderFormat
 from publisher.gptq import folder as gptq_folder
-from publisher.gptq.formats import AWQ, GPTQ, FolderFormat
 from publisher.gptq.runner import environment_id, missing_reason, run_worker
 from publisher.manifest import Artifact, fingerprint, folder_digest, guard_write
 from publisher.recipe.gptq import FolderSection, FolderVariant

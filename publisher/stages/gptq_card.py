@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from publisher.cards.gptq import render_folder_card
-from publisher.gptq.formats import AWQ, GPTQ
+from publisher.folder_formats import AWQ, GPTQ
 from publisher.manifest import fingerprint, write_text_atomic
 from publisher.stages import BuildContext, register
 from publisher.stages.gptq import FormatStage

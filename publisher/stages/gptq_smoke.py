@@ -18,8 +18,8 @@ import numpy as np
 from publisher.errors import ManifestError, PublisherError
 from publisher.evaluation.quality import load_reference_logits
 from publisher.evaluation.smoke import check_answer, prompts_of, system_message
+from publisher.folder_formats import AWQ, GPTQ, FolderFormat
 from publisher.gptq import folder as gptq_folder
-from publisher.gptq.formats import AWQ, GPTQ, FolderFormat
 from publisher.gptq.runner import environment_id, run_worker
 from publisher.manifest import Artifact, QualityResult, SmokeAnswer, SmokeResult, fingerprint, guard_write
 from publisher.stages import BuildContext, register

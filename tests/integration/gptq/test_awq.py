@@ -20,7 +20,7 @@ from support.tiny_models import ARCHITECTURES, TinyArch, make_tiny_model
 
 from publisher import pipeline
 from publisher.errors import RecipeError
-from publisher.gptq.formats import AWQ
+from publisher.folder_formats import AWQ
 from publisher.gptq.runner import missing_reason
 from publisher.manifest import AwqParameters, Manifest, load_manifest, sha256_file
 from publisher.publish import PublishResult

@@ -17,8 +17,8 @@ import pytest
 from support.common import CONVERTED_NAME, converted_smollm2, copy_build, recipe_variant
 
 from publisher import pipeline
+from publisher.folder_formats import GPTQ
 from publisher.gptq.folder import TOKENIZER_FILES, tokenizer_mismatches
-from publisher.gptq.formats import GPTQ
 from publisher.gptq.runner import missing_reason
 from publisher.manifest import Manifest, load_manifest, sha256_file
 from publisher.publish import PublishResult

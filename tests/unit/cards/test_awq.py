@@ -8,7 +8,7 @@ from support.paths import FIXTURES
 
 from publisher.cards import render_card
 from publisher.cards.gptq import render_folder_card
-from publisher.gptq.formats import AWQ
+from publisher.folder_formats import AWQ
 from publisher.manifest import Artifact, AwqParameters, Manifest, QualityResult, folder_digest
 from publisher.recipe import Recipe, load_recipe
 
