@@ -3,15 +3,18 @@
 Everything here runs the real llama.cpp through llama-cpp-python; nothing is simulated.
 """
 
-from publisher.evaluation.parity import template_parity, tokenizer_parity
+from publisher.evaluation.parity import read_source, template_parity, tokenizer_parity
 from publisher.evaluation.quality import compute_reference_logits, measure_quality, reference_quality
-from publisher.evaluation.smoke import smoke_problems, smoke_test
+from publisher.evaluation.smoke import LoadedModel, open_for_checks, smoke_problems, smoke_test
 from publisher.runtimes.llama_cpp import ModelLoadError
 
 __all__ = [
+    "LoadedModel",
     "ModelLoadError",
     "compute_reference_logits",
     "measure_quality",
+    "open_for_checks",
+    "read_source",
     "reference_quality",
     "smoke_problems",
     "smoke_test",

@@ -10,27 +10,28 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from publisher import prompts
+from publisher.errors import SmokeTestError
 from publisher.evaluation.chat_shapes import ShapesReport, compare_shapes, first_text_difference
 from publisher.evaluation.sample import broad_sample
 from publisher.evaluation.smoke import prompts_of, system_message
 from publisher.evaluation.source_tokenizer import SourceTokenizer, source_tokenizer
 from publisher.evaluation.special_tokens import compare_specials, source_specials, tokenizer_stamp
 from publisher.evaluation.structure import StructureReport, compare_structure
-from publisher.evaluation.template_source import compare_template_source
+from publisher.evaluation.template_source import compare_template_source, transformers_template
 from publisher.gguf_info import vocabulary_sha256
 from publisher.manifest import TemplateResult, TokenizerResult
 from publisher.recipe import Recipe
 from publisher.runtimes.llama_cpp import open_model, token_piece, vocab
 
-__all__ = ["source_tokenizer", "template_parity", "tokenizer_parity"]
+__all__ = ["read_source", "source_tokenizer", "template_parity", "tokenizer_parity"]
 
 PROBES_FILE = "parity_probes.json"
 UNICODE_FORMS: tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...] = ("NFC", "NFD", "NFKC", "NFKD")
@@ -212,13 +213,42 @@ def _compare(
 _results: dict[tuple[str, ...], TokenizerResult] = {}
 
 
+def read_source(source_dir: Path, tokenizer: bool = True) -> None:
+    """Read what parity takes from the source into its caches: transformers' tokenizer and template and,
+    with ``tokenizer``, the source tokenizer and the broad sample.
+
+    Importing transformers and loading its tokenizer take seconds; the smoke stage calls this in a
+    second thread while llama.cpp computes the reference's logits. A source without a tokenizer is
+    left for :func:`tokenizer_parity` to report.
+    """
+    source_specials(source_dir)
+    transformers_template(source_dir)
+    if not tokenizer:
+        return
+    try:
+        source_tokenizer(source_dir)
+    except SmokeTestError:
+        pass
+    broad_sample()
+
+
+@contextmanager
+def _reading(gguf: Path, llm: Any | None) -> Iterator[Any]:
+    """``llm`` when the caller holds ``gguf`` open already, else a vocab-only load closed after the block."""
+    if llm is not None:
+        yield llm
+        return
+    with closing(open_model(gguf, vocab_only=True)) as opened:
+        yield opened
+
+
 def _cache_key(gguf: Path, source_dir: Path, recipe: Recipe) -> tuple[str, ...]:
     """What a parity result depends on: the file's vocabulary, the source's tokenizer files, the recipe's probes."""
     probes = [recipe.smoke.model_dump_json(), recipe.model.prompt_template, recipe.model.system_message]
     return (vocabulary_sha256(gguf), str(source_dir.resolve()), repr(tokenizer_stamp(source_dir)), json.dumps(probes))
 
 
-def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerResult:
+def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe, llm: Any | None = None) -> TokenizerResult:
     """Tokenize the probes and the broad sample with llama.cpp and with the source tokenizer; any difference fails.
 
     Also compares the vocabulary's structure (:mod:`.structure`: every entry's text, kind and
@@ -226,7 +256,7 @@ def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerR
     (:mod:`.special_tokens`). ``first_mismatch`` names each kind of difference in one line. The
     comparison runs once per vocabulary: a file whose vocabulary (``vocabulary_sha256``, the
     tokenizer metadata's bytes) matches one already compared in this process gets that result,
-    with ``compared_on`` naming the file it ran on.
+    with ``compared_on`` naming the file it ran on. ``llm``: ``gguf`` already loaded (any settings).
     """
     key = _cache_key(gguf, source_dir, recipe)
     if key in _results:
@@ -234,8 +264,7 @@ def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe) -> TokenizerR
     source = source_tokenizer(source_dir)
     probes = probe_set(recipe, source.special_tokens())
     sample = broad_sample()
-    llm = open_model(gguf, vocab_only=True)
-    with closing(llm):
+    with _reading(gguf, llm) as llm:
         structure = compare_structure(llm, source, gguf)
         mismatched = _compare(llm, source, [p.name for p in probes], [p.text for p in probes], structure, "probe")
         names = [text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…" for text in sample]
@@ -315,7 +344,9 @@ def _shapes(report: ShapesReport, text_difference: str | None) -> dict[str, Any]
     return fields
 
 
-def template_parity(gguf: Path, recipe: Recipe, source_dir: Path | None = None) -> TemplateResult:
+def template_parity(
+    gguf: Path, recipe: Recipe, source_dir: Path | None = None, llm: Any | None = None
+) -> TemplateResult:
     """Whether the GGUF carries the source's chat template, and how it renders against the recipe's.
 
     With ``source_dir``, the GGUF's template must be the one transformers uses for the source
@@ -324,9 +355,9 @@ def template_parity(gguf: Path, recipe: Recipe, source_dir: Path | None = None) 
     the recipe's prompt template; a difference means chat front-ends that use the embedded
     template send a different prompt from the one the card documents. A ``{{ bos_token }}`` the
     embedded template writes first is ignored when the GGUF asks llama.cpp to add BOS itself.
+    ``llm``: ``gguf`` already loaded (any settings).
     """
-    llm = open_model(gguf, vocab_only=True)
-    with closing(llm):
+    with _reading(gguf, llm) as llm:
         template = llm.metadata.get("tokenizer.chat_template")
         bos_id, eos_id = int(llm.token_bos()), int(llm.token_eos())
         bos_token = str(llm._model.token_get_text(bos_id)) if bos_id >= 0 else ""

@@ -156,42 +156,71 @@ def system_message(recipe: Recipe, prompt: SmokePrompt) -> str:
     return prompt.system_message if prompt.system_message is not None else recipe.model.system_message
 
 
-def smoke_test(gguf: Path, recipe: Recipe, quant_type: str) -> SmokeResult:
-    """Load ``gguf`` as the recipe says, answer each smoke prompt greedily and check the answers.
+@dataclass(frozen=True)
+class LoadedModel:
+    """A GGUF loaded once as the smoke prompts need it; tokenizer and template parity read the same handle.
 
-    ``tokens_per_s`` and ``prompt_tokens_per_s`` are llama.cpp's own timings over all prompts;
-    ``peak_rss_bytes`` is the resident memory that loading and generating added to the process
-    (see :class:`~publisher.runtimes.memory.PeakMemory`). Raises
-    :class:`~publisher.errors.SmokeTestError` when the file cannot be loaded at all.
+    ``memory`` started just before the load: the smoke result's peak counts the load and everything
+    done with the handle since.
     """
+
+    llm: Any
+    load_s: float
+    memory: PeakMemory
+
+
+def open_for_checks(gguf: Path, recipe: Recipe) -> LoadedModel:
+    """Load ``gguf`` with the smoke settings (context, GPU layers, seed); close ``.llm`` when done."""
     smoke = recipe.smoke
-    stops = stop_strings(recipe.model.prompt_template)
     memory = PeakMemory()
     started = time.perf_counter()
     llm = open_model(gguf, n_ctx=smoke.context_length, n_gpu_layers=smoke.gpu_layers, seed=smoke.seed)
     load_s = time.perf_counter() - started
     memory.sample()
+    return LoadedModel(llm, load_s, memory)
+
+
+def smoke_test(gguf: Path, recipe: Recipe, quant_type: str, loaded: LoadedModel | None = None) -> SmokeResult:
+    """Load ``gguf`` as the recipe says, answer each smoke prompt greedily and check the answers.
+
+    ``tokens_per_s`` and ``prompt_tokens_per_s`` are llama.cpp's own timings over all prompts;
+    ``peak_rss_bytes`` is the resident memory that loading and generating added to the process
+    (see :class:`~publisher.runtimes.memory.PeakMemory`). Raises
+    :class:`~publisher.errors.SmokeTestError` when the file cannot be loaded at all. With
+    ``loaded`` (:func:`open_for_checks`), that handle is used and left open for its owner.
+    """
+    if loaded is None:
+        loaded = open_for_checks(gguf, recipe)
+        with closing(loaded.llm):
+            return _answer(loaded, recipe, quant_type)
+    return _answer(loaded, recipe, quant_type)
+
+
+def _answer(loaded: LoadedModel, recipe: Recipe, quant_type: str) -> SmokeResult:
+    """The prompts on an open model, each answer checked."""
+    smoke = recipe.smoke
+    stops = stop_strings(recipe.model.prompt_template)
+    memory = loaded.memory
     answers: list[SmokeAnswer] = []
     prompt_tokens = prompt_ms = evals = generate_ms = 0.0
-    with closing(llm):
-        for item in prompts_of(recipe):
-            text = prompts.render(recipe.model.prompt_template, item.prompt, system_message(recipe, item))
-            try:
-                gen = generate(llm, text, smoke.max_tokens, stops)
-            except ValueError as err:
-                answers.append(SmokeAnswer(prompt=item.prompt, output="", passed=False, problems=[f"{err}"]))
-                continue
-            memory.sample()
-            problems, advisories = check_answer(gen.text, item.expectations(), quant_type)
-            answers.append(
-                SmokeAnswer(
-                    prompt=item.prompt, output=gen.text, passed=not problems, problems=problems, advisories=advisories
-                )
+    for item in prompts_of(recipe):
+        text = prompts.render(recipe.model.prompt_template, item.prompt, system_message(recipe, item))
+        try:
+            gen = generate(loaded.llm, text, smoke.max_tokens, stops)
+        except ValueError as err:
+            answers.append(SmokeAnswer(prompt=item.prompt, output="", passed=False, problems=[f"{err}"]))
+            continue
+        memory.sample()
+        problems, advisories = check_answer(gen.text, item.expectations(), quant_type)
+        answers.append(
+            SmokeAnswer(
+                prompt=item.prompt, output=gen.text, passed=not problems, problems=problems, advisories=advisories
             )
-            prompt_tokens += gen.prompt_tokens
-            prompt_ms += gen.prompt_ms
-            evals += gen.generated_evals
-            generate_ms += gen.generate_ms
+        )
+        prompt_tokens += gen.prompt_tokens
+        prompt_ms += gen.prompt_ms
+        evals += gen.generated_evals
+        generate_ms += gen.generate_ms
     peak = memory.peak_bytes()
     return SmokeResult(
         passed=all(a.passed for a in answers),
@@ -199,7 +228,7 @@ def smoke_test(gguf: Path, recipe: Recipe, quant_type: str) -> SmokeResult:
         answers=answers,
         tokens_per_s=round(evals / generate_ms * 1000, 2) if generate_ms > 0 and evals else None,
         prompt_tokens_per_s=round(prompt_tokens / prompt_ms * 1000, 2) if prompt_ms > 0 else None,
-        load_s=round(load_s, 3),
+        load_s=round(loaded.load_s, 3),
         peak_rss_bytes=peak,
     )
 

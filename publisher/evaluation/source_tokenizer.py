@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from publisher.errors import SmokeTestError
+from publisher.evaluation.special_tokens import tokenizer_stamp
 
 # Flags of added tokens that change how the text around them splits.
 FLAGS = ("lstrip", "rstrip", "single_word")
@@ -203,7 +205,15 @@ class SentencePieceTokenizer:
 
 
 def source_tokenizer(source_dir: Path) -> SourceTokenizer:
-    """The source's tokenizer: ``tokenizer.json`` if present, else sentencepiece's ``tokenizer.model``."""
+    """The source's tokenizer: ``tokenizer.json`` if present, else sentencepiece's ``tokenizer.model``.
+
+    Read once per folder and tokenizer file times: every file of a build compares against the same one.
+    """
+    return _load(source_dir, tokenizer_stamp(source_dir))
+
+
+@lru_cache(maxsize=4)
+def _load(source_dir: Path, _stamp: tuple[tuple[str, int, int], ...]) -> SourceTokenizer:
     if (source_dir / "tokenizer.json").is_file():
         return HFTokenizer(source_dir / "tokenizer.json")
     if (source_dir / "tokenizer.model").is_file():

@@ -60,9 +60,10 @@ def _added_around(plain: list[int], full: list[int]) -> tuple[tuple[int, ...], t
     return tuple(full), ()
 
 
-def tokenizer_stamp(source_dir: Path) -> tuple[tuple[str, float], ...]:
+def tokenizer_stamp(source_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time and size of each tokenizer file: what the caches of the source's tokenizer key on."""
     found = (source_dir / name for name in _TOKENIZER_FILES)
-    return tuple((p.name, p.stat().st_mtime) for p in found if p.is_file())
+    return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in found if p.is_file())
 
 
 def transformers_tokenizer(source_dir: Path) -> Any:
@@ -72,7 +73,7 @@ def transformers_tokenizer(source_dir: Path) -> Any:
 
 
 @lru_cache(maxsize=4)
-def _load_tokenizer(source_dir: Path, _stamp: tuple[tuple[str, float], ...]) -> Any:
+def _load_tokenizer(source_dir: Path, _stamp: tuple[tuple[str, int, int], ...]) -> Any:
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -92,7 +93,7 @@ def source_specials(source_dir: Path) -> SourceSpecials | None:
 
 
 @lru_cache(maxsize=4)
-def _source_specials(source_dir: Path, _stamp: tuple[tuple[str, float], ...]) -> SourceSpecials | None:
+def _source_specials(source_dir: Path, _stamp: tuple[tuple[str, int, int], ...]) -> SourceSpecials | None:
     tok = transformers_tokenizer(source_dir)
     if tok is None:
         return None

@@ -6,6 +6,11 @@ divergence against the reference, whose logits are computed once and kept in ``q
 checks themselves live in ``publisher.evaluation``; this stage decides what to run, records the
 results and marks each artifact passed or failed with its reasons. Failures are recorded, not
 raised: the pipeline reports them once every artifact has been tried.
+
+What it costs beyond llama.cpp's own work is kept small: each file is loaded once for parity,
+template and prompts and once more for quality, one model in memory at a time; the source's
+tokenizer is read once per run, in a second thread while the reference's logits are computed;
+tokenizer parity runs once per vocabulary.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,7 +27,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from publisher.errors import ManifestError, PublisherError
-from publisher.manifest import Artifact, fingerprint, guard_write
+from publisher.manifest import Artifact, SmokeResult, fingerprint, guard_write
 from publisher.stages import BuildContext, Stage, register
 
 QUALITY_DIR = "quality"
@@ -133,12 +140,22 @@ class SmokeStage(Stage):
             TextColumn("{task.fields[step]}"),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=ctx.console, transient=True) as progress:
+        from publisher import evaluation
+
+        source = ctx.manifest.source
+        with Progress(*columns, console=ctx.console, transient=True) as progress, ThreadPoolExecutor(1) as pool:
+            # Reading the source (transformers' import included) overlaps the reference's evaluation:
+            # llama-cpp-python runs one thread per two cores by default.
+            reading = None
+            if source is not None:
+                reading = pool.submit(evaluation.read_source, Path(source.path), ctx.recipe.smoke.tokenizer_parity)
             unavailable: str | None = None
             try:
                 logits = self._reference_logits(ctx, progress, forced)
             except PublisherError as err:  # every file is still tried; quality is marked unavailable
                 logits, unavailable = None, f"the reference's logits could not be computed ({err})"
+            if reading is not None:
+                reading.result()
             for artifact in todo:
                 self._check(ctx, artifact, logits, unavailable, progress)
 
@@ -172,7 +189,7 @@ class SmokeStage(Stage):
         self, ctx: BuildContext, artifact: Artifact, logits: Path | None, unavailable: str | None, progress: Progress
     ) -> None:
         from publisher import evaluation
-        from publisher.evaluation import ModelLoadError
+        from publisher.evaluation import LoadedModel, ModelLoadError
 
         started = time.perf_counter()
         key = work_key(artifact.quant_type)
@@ -206,30 +223,49 @@ class SmokeStage(Stage):
                 progress.advance(task)
             return None
 
-        if recipe.smoke.tokenizer_parity and source is not None:
-            tok = attempt("tokenizer parity", lambda: evaluation.tokenizer_parity(gguf, Path(source.path), recipe))
-            updates["tokenizer"] = tok
-            if tok is not None and not tok.passed:
-                detail = tok.first_mismatch or f"{tok.mismatches} of {tok.probes} probes differ"
-                problems.append(f"tokenizer parity: {detail}")
+        # One load serves parity, template and prompts. When llama.cpp refuses it, parity and template
+        # still try their own vocab-only loads and the refusal is reported at the prompts, as if each
+        # step loaded the file itself.
+        loaded: LoadedModel | None = None
+        refused: ModelLoadError | None = None
+        try:
+            loaded = evaluation.open_for_checks(gguf, recipe)
+        except ModelLoadError as err:
+            refused = err
+        llm = loaded.llm if loaded is not None else None
 
-        source_dir = Path(source.path) if source is not None else None
-        template = attempt("template parity", lambda: evaluation.template_parity(gguf, recipe, source_dir))
-        updates["template"] = template
-        if template is not None and template.source_matches is False:
-            problems.append(f"chat template: {template.source_difference}")
-        if template is not None and template.checked and template.matches is False:
-            ctx.console.print(
-                f"[yellow]note:[/yellow] {escape(artifact.path)}: the GGUF's chat template renders differently "
-                f"from the recipe's prompt template ({escape(template.difference or 'no detail')})",
-                highlight=False,
-            )
+        def prompts() -> SmokeResult:
+            if refused is not None:
+                raise refused
+            return evaluation.smoke_test(gguf, recipe, artifact.quant_type, loaded)
 
-        smoke = attempt("prompts", lambda: evaluation.smoke_test(gguf, recipe, artifact.quant_type))
-        updates["smoke"] = smoke
-        if smoke is not None and not smoke.passed:
-            found = [p for a in smoke.answers for p in a.problems]
-            problems.extend(f"smoke: {p}" for p in found or ["the smoke test failed"])
+        with closing(llm) if llm is not None else nullcontext():
+            if recipe.smoke.tokenizer_parity and source is not None:
+                tok = attempt(
+                    "tokenizer parity", lambda: evaluation.tokenizer_parity(gguf, Path(source.path), recipe, llm)
+                )
+                updates["tokenizer"] = tok
+                if tok is not None and not tok.passed:
+                    detail = tok.first_mismatch or f"{tok.mismatches} of {tok.probes} probes differ"
+                    problems.append(f"tokenizer parity: {detail}")
+
+            source_dir = Path(source.path) if source is not None else None
+            template = attempt("template parity", lambda: evaluation.template_parity(gguf, recipe, source_dir, llm))
+            updates["template"] = template
+            if template is not None and template.source_matches is False:
+                problems.append(f"chat template: {template.source_difference}")
+            if template is not None and template.checked and template.matches is False:
+                ctx.console.print(
+                    f"[yellow]note:[/yellow] {escape(artifact.path)}: the GGUF's chat template renders differently "
+                    f"from the recipe's prompt template ({escape(template.difference or 'no detail')})",
+                    highlight=False,
+                )
+
+            smoke = attempt("prompts", prompts)
+            updates["smoke"] = smoke
+            if smoke is not None and not smoke.passed:
+                found = [p for a in smoke.answers for p in a.problems]
+                problems.extend(f"smoke: {p}" for p in found or ["the smoke test failed"])
 
         ref_type = ctx.manifest.reference.quant_type if ctx.manifest.reference is not None else None
         if logits is not None:
