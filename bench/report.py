@@ -12,6 +12,8 @@ medians they were computed from beside them, and the per-model details under ``b
                    "by_model": {"demo": {... the same keys ..., "stage": {...}, "direct": {...}}}},
       "quantize": {"model", "wall_ratio", ..., "types", "stage_peak_rss_bytes", "peak_rss_over_f16", "by_model"},
       "smoke":    {"model", "wall_ratio", ..., "reference_logit_passes", "by_model"},
+      "parity":   {"model", "extra_fraction", "extra_fraction_range", "wall_ratio", ..., "checks_s",
+                   "checks_fraction", "source_read_s", "by_model"}   (with the checks vs without)
       "build":    {"model", "wall_s", "stage_s", "by_model"},
       "rebuild_noop":      {"model", "ratio", "wall_s", "full_wall_s", "stages_ran", "by_model"},
       "rebuild_card_only": {"model", "ratio", "wall_s", "full_wall_s", "stages_ran", "by_model"},
@@ -75,6 +77,7 @@ TARGETS = {
     "imatrix.wall_ratio": 1.05,
     "rebuild_noop.ratio": 0.02,
     "quantize.peak_rss_over_f16": 1.0,
+    "parity.extra_fraction": 0.10,
 }
 
 
@@ -257,6 +260,25 @@ def table(results: Mapping[str, Any]) -> Table:
     for model, entry in results.get("smoke", {}).get("by_model", {}).items():
         passes = entry["reference_logit_passes"]
         out.add_row("reference logit passes", model, str(passes["stage"]), str(passes["direct"]), "", "")
+    for model, entry in results.get("parity", {}).get("by_model", {}).items():
+        low, high = entry["extra_fraction_range"]
+        out.add_row(
+            "smoke with parity / without: share of the stage",
+            model,
+            _s(entry["stage"]["wall_s"]),
+            _s(entry["direct"]["wall_s"]),
+            f"{entry['extra_fraction']:.3f} ({low:.3f}-{high:.3f})",
+            _verdict("parity.extra_fraction", entry["extra_fraction"]),
+        )
+        low, high = entry["checks_fraction_range"]
+        out.add_row(
+            "parity checks inside the stage",
+            model,
+            _s(entry["checks_s"]),
+            "",
+            f"{entry['checks_fraction']:.3f} ({low:.3f}-{high:.3f}) of the stage",
+            "",
+        )
     for model, entry in results.get("build", {}).get("by_model", {}).items():
         out.add_row("full build", model, _s(entry["wall"]), "", "", "")
     for section, label in (

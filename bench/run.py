@@ -7,6 +7,7 @@ Every measured run is a fresh process (see :mod:`bench.proc`). What is compared:
   (whole process), peak RSS of both process trees.
 - quantize: the quantize stage against a bare ``llama_model_quantize`` loop, same types and threads.
 - smoke: the smoke stage against the same llama.cpp work done by hand (``bench.worker``).
+- parity: the smoke stage with its parity checks against the same stage without them.
 - build: a full build from an empty folder, a rebuild with nothing changed and a rebuild after
   editing only the card template (whole processes, as a user runs ``publisher build``).
 - card render time, publishing to the local target (bytes written), and peak memory.
@@ -31,12 +32,13 @@ from bench.sections.build import bench_builds
 from bench.sections.card import bench_card
 from bench.sections.convert import bench_convert
 from bench.sections.imatrix import bench_imatrix
+from bench.sections.parity import bench_parity
 from bench.sections.publish import bench_publish
 from bench.sections.quantize import bench_quantize
 from bench.sections.smoke import bench_smoke
 from bench.subjects import Bench, Subject, demo_subject, describe_model, large_subject, scale_subject
 
-SECTIONS = ("convert", "quantize", "imatrix", "smoke", "build", "card", "publish")
+SECTIONS = ("convert", "quantize", "imatrix", "smoke", "parity", "build", "card", "publish")
 
 
 def machine() -> dict[str, Any]:
@@ -116,9 +118,10 @@ def run(
             ("quantize", bench_quantize),
             ("imatrix", bench_imatrix),
             ("smoke", bench_smoke),
+            ("parity", bench_parity),
         ):
-            # The smoke comparison runs on the demo model: the random model's answers are noise.
-            if name in sections and (name != "smoke" or subject is demo):
+            # The smoke comparisons run on the demo model: the random model's answers are noise.
+            if name in sections and (name not in ("smoke", "parity") or subject is demo):
                 entry = section(name, subject, fn)
                 if entry is not None:
                     by.setdefault(name, {})[subject.model.key] = entry
@@ -140,6 +143,7 @@ def run(
         ("quantize", "wall_ratio"),
         ("imatrix", "wall_ratio"),
         ("smoke", "wall_ratio"),
+        ("parity", "extra_fraction"),
         ("rebuild_noop", "ratio"),
         ("rebuild_card_only", "ratio"),
     ):

@@ -90,13 +90,21 @@ class Bench:
         _, _, log = self._paths(name)
         return run_measured(cmd, log=log)
 
-    def build(self, subject: Subject, *, stages: list[str] | None = None, force: list[str] | None = None) -> Measured:
-        """``pipeline.execute`` on the subject's recipe in a fresh process."""
+    def build(
+        self,
+        subject: Subject,
+        *,
+        stages: list[str] | None = None,
+        force: list[str] | None = None,
+        parity_off: bool = False,
+    ) -> Measured:
+        """``pipeline.execute`` on the subject's recipe in a fresh process (``parity_off``: see ``bench.worker``)."""
         args = {
             "recipe": str(subject.recipe_path),
             "workdir": str(subject.workdir),
             "stages": stages,
             "force": force or [],
+            "parity_off": parity_off,
         }
         return self.worker("build", args)
 

@@ -98,15 +98,25 @@ def timing_stages() -> Iterator[dict[str, dict[str, float]]]:
 
 
 @contextmanager
-def counting_calls(module: Any, names: tuple[str, ...]) -> Iterator[Counter[str]]:
-    """Count calls of ``module.<name>`` (the real functions run; the attributes are wrapped)."""
+def counting_calls(
+    module: Any, names: tuple[str, ...], seconds: dict[str, float] | None = None
+) -> Iterator[Counter[str]]:
+    """Count calls of ``module.<name>`` (the real functions run; the attributes are wrapped).
+
+    With ``seconds``, also add up the wall time spent in each (whichever thread called it).
+    """
     counts: Counter[str] = Counter()
     originals = {name: getattr(module, name) for name in names}
 
     def wrap(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
             counts[name] += 1
-            return function(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if seconds is not None:
+                    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
 
         return counted
 
@@ -119,19 +129,63 @@ def counting_calls(module: Any, names: tuple[str, ...]) -> Iterator[Counter[str]
             setattr(module, name, function)
 
 
+@contextmanager
+def parity_off(recipe: Any) -> Iterator[Any]:
+    """The smoke stage without its parity checks, to measure what they cost (``bench.sections.parity``).
+
+    Tokenizer parity is switched off in the recipe; template parity, which has no switch, and the
+    reading of the source tokenizer are replaced by no-ops for the block.
+    """
+    from publisher import evaluation
+    from publisher.manifest import TemplateResult
+
+    originals = (evaluation.template_parity, evaluation.read_source)
+
+    def no_template(*_args: Any, **_kwargs: Any) -> TemplateResult:
+        return TemplateResult(checked=False)
+
+    def no_read(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    evaluation.template_parity, evaluation.read_source = no_template, no_read
+    try:
+        yield recipe.model_copy(update={"smoke": recipe.smoke.model_copy(update={"tokenizer_parity": False})})
+    finally:
+        evaluation.template_parity, evaluation.read_source = originals
+
+
+EVALUATIONS = (
+    "compute_reference_logits",
+    "measure_quality",
+    "smoke_test",
+    "tokenizer_parity",
+    "template_parity",
+    "read_source",
+)
+
+
 def task_build(args: Report) -> Report:
-    """``pipeline.execute`` (what ``publisher build`` runs) with the given stage selection."""
+    """``pipeline.execute`` (what ``publisher build`` runs) with the given stage selection.
+
+    ``parity_off``: the smoke stage without its parity checks (see :func:`parity_off`).
+    """
+    from contextlib import ExitStack
+
     from rich.console import Console
 
+    from publisher import evaluation as evaluate
     from publisher import pipeline
     from publisher.recipe import load_recipe
 
     recipe = load_recipe(Path(args["recipe"]))
     console = Console(file=sys.stderr, width=120)
-    from publisher import evaluation as evaluate
-
-    evaluations = ("compute_reference_logits", "measure_quality", "smoke_test", "tokenizer_parity", "template_parity")
-    with counting_llama() as counts, timing_stages() as stage_times, counting_calls(evaluate, evaluations) as calls:
+    seconds: dict[str, float] = {}
+    with ExitStack() as stack:
+        if args.get("parity_off"):
+            recipe = stack.enter_context(parity_off(recipe))
+        counts = stack.enter_context(counting_llama())
+        stage_times = stack.enter_context(timing_stages())
+        calls = stack.enter_context(counting_calls(evaluate, EVALUATIONS, seconds))
         started = time.perf_counter()
         result = pipeline.execute(
             recipe,
@@ -149,6 +203,7 @@ def task_build(args: Report) -> Report:
         "failed": [a.quant_type for a in result.failures()],
         "llama": {path: dict(c) for path, c in counts.items()},
         "evaluate_calls": dict(calls),
+        "evaluate_seconds": {name: round(s, 4) for name, s in seconds.items()},
     }
 
 

@@ -1,0 +1,71 @@
+"""The parity section: what the gate's parity checks add to the smoke stage (issue 11's target: under 10 %).
+
+Both sides are the smoke stage on the demo, as the pipeline times it, alternately: with its parity
+checks (``stage``), and without them (``direct``: tokenizer parity off in the recipe, template
+parity and the reading of the source tokenizer replaced by no-ops, see ``bench.worker.parity_off``).
+The headline ``extra_fraction`` is the time the checks add as a fraction of the whole stage,
+``1 - without / with`` from the medians, with the range over the rounds. Beside it, measured inside
+the stage on the ``stage`` side: the seconds spent in tokenizer and template parity and in reading
+the source (a second thread, overlapping the reference's evaluation), as series and as a fraction
+of the stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.compare import compare, prepare, stage_times
+from bench.proc import Measured, warm
+from bench.stats import Series
+from bench.subjects import Bench, Subject
+
+TARGET = 0.10
+CHECKS = ("tokenizer_parity", "template_parity")
+READ = "read_source"
+
+
+def extra_fraction(with_checks: float, without: float) -> float:
+    """The share of the stage the checks account for: ``1 - without / with``."""
+    if with_checks <= 0:
+        raise ZeroDivisionError("a stage measured at zero seconds")
+    return 1.0 - without / with_checks
+
+
+def parity_entry(
+    base: dict[str, Any], checks_s: Series, read_s: Series, stage_s: Series, digits: int = 4
+) -> dict[str, Any]:
+    """The per-model entry: ``base`` (a ``compare`` entry, with checks vs without) plus the fractions."""
+    with_runs, without_runs = base["stage"]["wall_s"]["runs"], base["direct"]["wall_s"]["runs"]
+    rounds = [extra_fraction(a, b) for a, b in zip(with_runs, without_runs, strict=True)]
+    shares = [c / s for c, s in zip(checks_s.values, stage_s.values, strict=True)]
+    return base | {
+        "sides": {"stage": "smoke stage with parity", "direct": "smoke stage without parity"},
+        "extra_fraction": round(extra_fraction(base["stage_wall_s"], base["direct_wall_s"]), digits),
+        "extra_fraction_range": [round(min(rounds), digits), round(max(rounds), digits)],
+        "checks_s": checks_s.summary(digits),
+        "checks_fraction": round(Series(shares).median, digits),
+        "checks_fraction_range": [round(min(shares), digits), round(max(shares), digits)],
+        "source_read_s": read_s.summary(digits),
+        "target": TARGET,
+    }
+
+
+def bench_parity(bench: Bench, subject: Subject) -> dict[str, Any]:
+    """The smoke stage with its parity checks against the same stage without them."""
+    prepare(bench, subject, "quantize")
+    manifest = subject.manifest()
+    warm([subject.reference(), *(subject.build_dir / manifest["artifacts"][t]["path"] for t in subject.types)])
+    checks_s, read_s, stage_s = Series(), Series(), Series()
+
+    def with_checks() -> tuple[Measured, float, float]:
+        measured, wall, cpu = stage_times(bench.build(subject, stages=["smoke"], force=["smoke"]), "smoke")
+        seconds = measured.report["evaluate_seconds"]
+        checks_s.add(sum(seconds.get(name, 0.0) for name in CHECKS))
+        read_s.add(seconds.get(READ, 0.0))
+        stage_s.add(wall)
+        return measured, wall, cpu
+
+    def without() -> tuple[Measured, float, float]:
+        return stage_times(bench.build(subject, stages=["smoke"], force=["smoke"], parity_off=True), "smoke")
+
+    return parity_entry(compare(bench, subject, "parity", with_checks, without), checks_s, read_s, stage_s)
