@@ -134,12 +134,13 @@ def parity_off(recipe: Any) -> Iterator[Any]:
     """The smoke stage without its parity checks, to measure what they cost (``bench.sections.parity``).
 
     Tokenizer parity is switched off in the recipe; template parity, which has no switch, and the
-    reading of the source tokenizer are replaced by no-ops for the block.
+    parity work done ahead in a second thread (:func:`publisher.evaluation.prepare_parity`) are
+    replaced by no-ops for the block.
     """
     from publisher import evaluation
     from publisher.manifest import TemplateResult
 
-    originals = (evaluation.template_parity, evaluation.read_source)
+    originals = (evaluation.template_parity, evaluation.prepare_parity)
 
     def no_template(*_args: Any, **_kwargs: Any) -> TemplateResult:
         return TemplateResult(checked=False)
@@ -147,11 +148,11 @@ def parity_off(recipe: Any) -> Iterator[Any]:
     def no_read(*_args: Any, **_kwargs: Any) -> None:
         return None
 
-    evaluation.template_parity, evaluation.read_source = no_template, no_read
+    evaluation.template_parity, evaluation.prepare_parity = no_template, no_read
     try:
         yield recipe.model_copy(update={"smoke": recipe.smoke.model_copy(update={"tokenizer_parity": False})})
     finally:
-        evaluation.template_parity, evaluation.read_source = originals
+        evaluation.template_parity, evaluation.prepare_parity = originals
 
 
 EVALUATIONS = (
@@ -160,7 +161,7 @@ EVALUATIONS = (
     "smoke_test",
     "tokenizer_parity",
     "template_parity",
-    "read_source",
+    "prepare_parity",
 )
 
 

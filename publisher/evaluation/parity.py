@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from publisher import prompts
-from publisher.errors import SmokeTestError
+from publisher.errors import PublisherError
 from publisher.evaluation.chat_shapes import ShapesReport, compare_shapes, first_text_difference
 from publisher.evaluation.sample import broad_sample
 from publisher.evaluation.smoke import prompts_of, system_message
@@ -31,7 +31,7 @@ from publisher.manifest import TemplateResult, TokenizerResult
 from publisher.recipe import Recipe
 from publisher.runtimes.llama_cpp import open_model, token_piece, vocab
 
-__all__ = ["read_source", "source_tokenizer", "template_parity", "tokenizer_parity"]
+__all__ = ["prepare_parity", "source_tokenizer", "template_parity", "tokenizer_parity"]
 
 PROBES_FILE = "parity_probes.json"
 UNICODE_FORMS: tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...] = ("NFC", "NFD", "NFKC", "NFKD")
@@ -213,23 +213,23 @@ def _compare(
 _results: dict[tuple[str, ...], TokenizerResult] = {}
 
 
-def read_source(source_dir: Path, tokenizer: bool = True) -> None:
-    """Read what parity takes from the source into its caches: transformers' tokenizer and template and,
-    with ``tokenizer``, the source tokenizer and the broad sample.
+def prepare_parity(source_dir: Path, first: Path, recipe: Recipe) -> None:
+    """What parity can do before the files are checked one by one, into its caches.
 
-    Importing transformers and loading its tokenizer take seconds; the smoke stage calls this in a
-    second thread while llama.cpp computes the reference's logits. A source without a tokenizer is
-    left for :func:`tokenizer_parity` to report.
+    Reads transformers' view of the source (its import and tokenizer load take seconds) and, when
+    tokenizer parity is on, compares the vocabulary of ``first``, the file checked first (a
+    vocab-only load): every file that shares that vocabulary then takes the result. The smoke stage
+    runs this in a second thread while llama.cpp computes the reference's logits. Errors are left
+    for the checks to report.
     """
     source_specials(source_dir)
     transformers_template(source_dir)
-    if not tokenizer:
+    if not recipe.smoke.tokenizer_parity:
         return
     try:
-        source_tokenizer(source_dir)
-    except SmokeTestError:
+        tokenizer_parity(first, source_dir, recipe)
+    except PublisherError:
         pass
-    broad_sample()
 
 
 @contextmanager

@@ -9,8 +9,8 @@ raised: the pipeline reports them once every artifact has been tried.
 
 What it costs beyond llama.cpp's own work is kept small: each file is loaded once for parity,
 template and prompts and once more for quality, one model in memory at a time; the source's
-tokenizer is read once per run, in a second thread while the reference's logits are computed;
-tokenizer parity runs once per vocabulary.
+tokenizer is read once per run and the first file's vocabulary compared, in a second thread while
+the reference's logits are computed; tokenizer parity runs once per vocabulary.
 """
 
 from __future__ import annotations
@@ -144,11 +144,12 @@ class SmokeStage(Stage):
 
         source = ctx.manifest.source
         with Progress(*columns, console=ctx.console, transient=True) as progress, ThreadPoolExecutor(1) as pool:
-            # Reading the source (transformers' import included) overlaps the reference's evaluation:
-            # llama-cpp-python runs one thread per two cores by default.
+            # Reading the source and comparing the first file's vocabulary overlap the reference's
+            # evaluation: llama-cpp-python runs one thread per two cores by default.
             reading = None
             if source is not None:
-                reading = pool.submit(evaluation.read_source, Path(source.path), ctx.recipe.smoke.tokenizer_parity)
+                first = ctx.build_dir / todo[0].path
+                reading = pool.submit(evaluation.prepare_parity, Path(source.path), first, ctx.recipe)
             unavailable: str | None = None
             try:
                 logits = self._reference_logits(ctx, progress, forced)
