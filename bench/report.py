@@ -162,13 +162,15 @@ def with_headline(by_model: Mapping[str, Mapping[str, Any]], key: str) -> dict[s
 
 def merge_results(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """``old`` with the models ``new`` measured added to each section (``make bench-scale`` adds its model
-    beside the others). Headlines stay those of ``old``; ``new``'s run details go under ``merged_runs``."""
+    beside the others). Headlines stay those of ``old``, unless ``new`` measured the headline's model
+    again (re-running one section on the demo); ``new``'s run details go under ``merged_runs``."""
     merged = dict(old)
     for key, value in new.items():
         if isinstance(value, Mapping) and "by_model" in value:
             before = old.get(key)
             if isinstance(before, Mapping) and "by_model" in before:
-                merged[key] = {**before, "by_model": {**before["by_model"], **value["by_model"]}}
+                top = value if value.get("model") == before.get("model") else before
+                merged[key] = {**top, "by_model": {**before["by_model"], **value["by_model"]}}
             else:
                 merged[key] = dict(value)
     merged["models"] = {**old.get("models", {}), **new.get("models", {})}

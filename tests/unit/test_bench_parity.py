@@ -78,3 +78,22 @@ def test_counting_calls_adds_up_seconds_when_asked() -> None:
         module.nap()
     assert counts == {"nap": 2}
     assert 0.04 <= seconds["nap"] < 1.0
+
+
+def test_merging_a_new_demo_run_replaces_that_models_headline_and_adds_the_parity_section() -> None:
+    old = {
+        "schema": report.SCHEMA_VERSION,
+        "models": {"demo": {}},
+        "smoke": report.with_headline(
+            {"demo": report.comparison_entry(Comparison(Series([26.0]), Series([20.0])))}, "wall_ratio"
+        ),
+    }
+    smoke = report.with_headline(
+        {"demo": report.comparison_entry(Comparison(Series([20.5]), Series([20.0])))}, "wall_ratio"
+    )
+    parity = report.with_headline({"demo": _entry([20.5], [20.0], [0.4])}, "extra_fraction")
+    merged = report.merge_results(old, {"created": "now", "smoke": smoke, "parity": parity})
+    assert merged["smoke"]["wall_ratio"] == pytest.approx(1.025)  # was 1.3: the demo was measured again
+    assert merged["smoke"]["by_model"]["demo"]["stage_wall_s"] == 20.5
+    assert merged["parity"]["extra_fraction"] == pytest.approx(1 - 20.0 / 20.5, abs=1e-4)
+    assert merged["merged_runs"] == [{"created": "now"}]
