@@ -5,10 +5,9 @@ checks (``stage``), and without them (``direct``: tokenizer parity off in the re
 parity and the parity work done ahead replaced by no-ops, see ``bench.worker.parity_off``). The
 headline ``extra_fraction`` is the time the checks add as a fraction of the whole stage,
 ``1 - without / with`` from the medians, with the range over the rounds; ``extra_cpu_fraction`` is
-the same for CPU seconds, which also counts the work done in the second thread. Beside them,
-measured inside the stage on the ``stage`` side: the seconds spent in tokenizer and template parity
-on the stage's own thread (``checks_s``, and as a share of the stage), and in the work done ahead
-in the second thread while the reference's logits are computed (``ahead_s``: reading the source,
+the same for CPU seconds. Beside them, measured inside the stage on the ``stage`` side: the
+seconds spent in tokenizer and template parity file by file (``checks_s``, and as a share of the
+stage), and in the work done once ahead of the per-file checks (``ahead_s``: reading the source,
 comparing the first file's vocabulary).
 """
 

@@ -218,16 +218,14 @@ def prepare_parity(source_dir: Path, first: Path, recipe: Recipe) -> None:
 
     Reads transformers' view of the source (its import and tokenizer load take seconds) and, when
     tokenizer parity is on, compares the vocabulary of ``first``, the file checked first (a
-    vocab-only load): every file that shares that vocabulary then takes the result. The smoke stage
-    runs this in a second thread while llama.cpp computes the reference's logits. Errors are left
-    for the checks to report.
+    vocab-only load): every file that shares that vocabulary then takes the result. Errors are left
+    for the per-file checks to report, each against its file.
     """
-    source_specials(source_dir)
-    transformers_template(source_dir)
-    if not recipe.smoke.tokenizer_parity:
-        return
     try:
-        tokenizer_parity(first, source_dir, recipe)
+        source_specials(source_dir)
+        transformers_template(source_dir)
+        if recipe.smoke.tokenizer_parity:
+            tokenizer_parity(first, source_dir, recipe)
     except PublisherError:
         pass
 

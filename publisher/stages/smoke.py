@@ -9,8 +9,9 @@ raised: the pipeline reports them once every artifact has been tried.
 
 What it costs beyond llama.cpp's own work is kept small: each file is loaded once for parity,
 template and prompts and once more for quality, one model in memory at a time; the source's
-tokenizer is read once per run and the first file's vocabulary compared, in a second thread while
-the reference's logits are computed; tokenizer parity runs once per vocabulary.
+tokenizer is read once per run and the first file's vocabulary compared once the reference's logits
+are computed and freed (not beside them: transformers and the sample would add to that peak);
+tokenizer parity runs once per vocabulary.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
 from pathlib import Path
 from typing import TypeVar
@@ -143,20 +143,14 @@ class SmokeStage(Stage):
         from publisher import evaluation
 
         source = ctx.manifest.source
-        with Progress(*columns, console=ctx.console, transient=True) as progress, ThreadPoolExecutor(1) as pool:
-            # Reading the source and comparing the first file's vocabulary overlap the reference's
-            # evaluation: llama-cpp-python runs one thread per two cores by default.
-            reading = None
-            if source is not None:
-                first = ctx.build_dir / todo[0].path
-                reading = pool.submit(evaluation.prepare_parity, Path(source.path), first, ctx.recipe)
+        with Progress(*columns, console=ctx.console, transient=True) as progress:
             unavailable: str | None = None
             try:
                 logits = self._reference_logits(ctx, progress, forced)
             except PublisherError as err:  # every file is still tried; quality is marked unavailable
                 logits, unavailable = None, f"the reference's logits could not be computed ({err})"
-            if reading is not None:
-                reading.result()
+            if source is not None:
+                evaluation.prepare_parity(Path(source.path), ctx.build_dir / todo[0].path, ctx.recipe)
             for artifact in todo:
                 self._check(ctx, artifact, logits, unavailable, progress)
 
