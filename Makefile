@@ -74,8 +74,12 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
+# Two workers, one test module each at a time (module fixtures are built once); folders every module shares
+# (the converted demo, the published demo) are made once per run under a lock (tests/support/common.made_once).
+TEST_WORKERS ?= 2
+
 pytest: setup
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope --durations=15
 
 test: setup lint typecheck pytest
 

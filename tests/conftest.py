@@ -85,36 +85,41 @@ def smollm2_source() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_ggufs(smollm2_source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """SmolLM2 converted to F16 and quantized to Q8_0 and Q2_K by llama.cpp, once per session."""
+    """SmolLM2 converted to F16 and quantized to Q8_0 and Q2_K by llama.cpp, once per test run."""
+    from support.common import made_once
     from support.smollm2_models import convert, quantize
 
-    folder = tmp_path_factory.mktemp("smollm2-gguf")
-    f16 = convert(smollm2_source, folder / "smollm2.F16.gguf")
-    return {"F16": f16} | {q: quantize(f16, folder / f"smollm2.{q}.gguf", q) for q in ("Q8_0", "Q2_K")}
+    def make(folder: Path) -> None:
+        f16 = convert(smollm2_source, folder / "smollm2.F16.gguf")
+        for q in ("Q8_0", "Q2_K"):
+            quantize(f16, folder / f"smollm2.{q}.gguf", q)
+
+    folder = made_once(tmp_path_factory, "smollm2-gguf", make)
+    return {q: folder / f"smollm2.{q}.gguf" for q in ("F16", "Q8_0", "Q2_K")}
 
 
 @pytest.fixture(scope="session")
 def published_demo(smollm2_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch project where `publisher build RECIPE --publish` ran once, as `make demo` does.
 
-    Holds build/<build name>/ and hub/; tests that need the real demo build share it.
+    Holds build/<build name>/ and hub/; tests that need the real demo build share it (across xdist workers too).
     """
-    import os
     import subprocess
-    import sys
 
-    root = REPO_ROOT
-    work = tmp_path_factory.mktemp("demo")
-    env = dict(os.environ, COLUMNS="200")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    recipe = root / "recipes" / "smollm2-135m-instruct.yaml"
-    done = subprocess.run(
-        [sys.executable, "-m", "publisher.cli", "build", str(recipe), "--workdir", "build", "--publish"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return work
+    from support.common import made_once
+
+    def build(work: Path) -> None:
+        env = dict(os.environ, COLUMNS="200")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        recipe = REPO_ROOT / "recipes" / "smollm2-135m-instruct.yaml"
+        done = subprocess.run(
+            [sys.executable, "-m", "publisher.cli", "build", str(recipe), "--workdir", "build", "--publish"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    return made_once(tmp_path_factory, "demo", build)

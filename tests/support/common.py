@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from filelock import FileLock
 
 from support.paths import REPO_ROOT
 
@@ -182,24 +185,43 @@ def tiny_llama_unknown_tokenizer(folder: Path) -> Path:
     return folder
 
 
-_converted: dict[str, Path] = {}
 CONVERTED_NAME = "smollm2-converted"
 
 
+def made_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """A folder that ``make`` fills once per test run, shared by every pytest-xdist worker.
+
+    Each xdist worker has its own basetemp under one common root; the first worker to take the lock
+    makes the folder there and the others wait, then reuse it. Without xdist the root is the session's
+    basetemp. A folder left half-made by a failed ``make`` is made again. Users only read it.
+    """
+    base = factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / name
+    done = folder / ".made"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 def converted_smollm2(factory: pytest.TempPathFactory) -> Path:
-    """A build folder of the demo model after fetch and convert, made once per test session.
+    """A build folder of the demo model after fetch and convert, made once per test run.
 
     Tests copy it (``copy_build``) into their own workdir and use a ``recipe_variant`` named
     ``CONVERTED_NAME``, so each starts from the same reference GGUF without converting again.
     """
-    if "dir" not in _converted:
-        require_smollm2()
-        require_llama_cpp()
+    require_smollm2()
+    require_llama_cpp()
+
+    def convert(workdir: Path) -> None:
         from publisher import pipeline
         from publisher.recipe import load_recipe
 
-        workdir = factory.mktemp("converted")
         recipe = load_recipe(recipe_variant(workdir / "recipes", CONVERTED_NAME))
         pipeline.execute(recipe, workdir, stages=["fetch", "convert"])
-        _converted["dir"] = workdir / CONVERTED_NAME
-    return _converted["dir"]
+
+    return made_once(factory, "converted", convert) / CONVERTED_NAME
