@@ -40,7 +40,7 @@ from publisher.publishable import CARD_FILE, card_outdated, check_recipe_matches
 from publisher.recipe import Recipe
 from publisher.shard import recorded_shards
 from publisher.targets import make_target, max_file_bytes
-from publisher.targets.base import LocalFile, Target
+from publisher.targets.base import LocalFile, RepoState, Target
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,19 @@ def _describe(recipe: Recipe, manifest: Manifest, manifest_sha: str, files: list
     return "\n".join(lines)
 
 
+def plan_branch(
+    target: Target, repo_id: str, state: RepoState, name: str, wanted: list[tuple[LocalFile, str | None]]
+) -> BranchPlan:
+    """Which of ``wanted`` (each file with the quant type it belongs to) branch ``name`` lacks or holds otherwise."""
+    exists = name in state.branches
+    remote = target.remote_files(repo_id, name, [f.path_in_repo for f, _ in wanted]) if exists else {}
+    plan = BranchPlan(name=name, exists=exists, head=state.branches.get(name))
+    for local, quant_type in wanted:
+        held = remote.get(local.path_in_repo)
+        plan.files.append(PlannedFile(local, held is not None and held.matches(local), quant_type))
+    return plan
+
+
 def plan_publish(
     recipe: Recipe,
     target: Target,
@@ -232,15 +245,10 @@ def plan_publish(
     )
     branches: list[BranchPlan] = []
     for name, models in by_branch.items():
-        exists = name in state.branches
-        if name != "main" and not models and not exists:
+        if name != "main" and not models and name not in state.branches:
             continue  # a declared branch with nothing built for it yet
         wanted = [(card_file, None), *[(f, None) for f in licence_files], *models]
-        remote = target.remote_files(repo_id, name, [f.path_in_repo for f, _ in wanted]) if exists else {}
-        plan = BranchPlan(name=name, exists=exists, head=state.branches.get(name))
-        for local, quant_type in wanted:
-            held = remote.get(local.path_in_repo)
-            plan.files.append(PlannedFile(local, held is not None and held.matches(local), quant_type))
+        plan = plan_branch(target, repo_id, state, name, wanted)
         plan.description = _describe(recipe, manifest, manifest_sha, plan.uploads)
         branches.append(plan)
     return PublishPlan(

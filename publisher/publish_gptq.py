@@ -17,13 +17,12 @@ from publisher.errors import PublishError
 from publisher.folder_formats import FolderFormat
 from publisher.manifest import Artifact, Manifest, load_manifest, sha256_file, writes_confined_to
 from publisher.publish import (
-    BranchPlan,
-    PlannedFile,
     PublishPlan,
     PublishResult,
     _hub_lock,
     build_dir_of,
     execute_plan,
+    plan_branch,
 )
 from publisher.publishable import CARD_FILE
 from publisher.recipe import Recipe
@@ -89,12 +88,7 @@ def plan_folder_publish(recipe: Recipe, fmt: FolderFormat, target: Target, *, wo
     for name, variant in wanted.items():
         artifact = by_branch[variant]
         files = [card_file, *_files(build_dir, artifact)]
-        exists = name in state.branches
-        remote = target.remote_files(repo_id, name, [f.path_in_repo for f in files]) if exists else {}
-        plan = BranchPlan(name=name, exists=exists, head=state.branches.get(name))
-        for local in files:
-            held = remote.get(local.path_in_repo)
-            plan.files.append(PlannedFile(local, held is not None and held.matches(local), artifact.quant_type))
+        plan = plan_branch(target, repo_id, state, name, [(f, artifact.quant_type) for f in files])
         params = fmt.parameters(artifact)
         plan.description = params.summary() if params else ""
         branches.append(plan)
