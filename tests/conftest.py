@@ -32,6 +32,25 @@ settings.register_profile("publisher", deadline=None)
 settings.load_profile("publisher")
 
 
+# Modules whose builds take minutes go first, so that under `make test`'s two xdist workers
+# (--dist loadscope hands out modules in collection order) the longest start at once, not last.
+SLOWEST_FIRST = (
+    "integration/gptq/test_demo.py",
+    "integration/imatrix/test_smollm2.py",
+    "integration/pipeline/test_e2e.py",
+    "integration/cards/test_demo.py",
+    "integration/gate/test_variants.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, tail in enumerate(SLOWEST_FIRST) if path.endswith(tail)), len(SLOWEST_FIRST))
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True)
 def isolated_hf_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Give every test its own empty HF_HOME, no token, offline mode and no telemetry."""

@@ -49,3 +49,46 @@ def test_an_interrupt_inside_a_c_callback_is_not_lost(marked: bool, expected: st
     assert done.stdout.strip() == expected, done.stderr
     if not marked:
         assert "KeyboardInterrupt" in done.stderr, "the control case shows ctypes swallowing the interrupt"
+
+
+BUSY_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, os, signal, threading, time
+    from publisher import interrupts
+
+    interrupts.install()
+    Compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+
+    @Compare
+    @interrupts.callback
+    def compare(a, b):
+        return a[0] - b[0]  # no body to speak of: the interrupt lands at the wrapper's entry or exit
+
+    class Finalized:
+        def __del__(self):
+            until = time.monotonic() + 0.5
+            while time.monotonic() < until:  # the interrupt lands here, where Python would ignore it
+                pass
+
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        if "{where}" == "callback":
+            values = (ctypes.c_int * 100_000)(*range(100_000, 0, -1))  # about a second of callbacks
+            ctypes.CDLL(None).qsort(values, len(values), ctypes.sizeof(ctypes.c_int), compare)
+        else:
+            Finalized()
+        for _ in range(100):
+            time.sleep(0.01)
+        print("ran on")
+    except KeyboardInterrupt:
+        print("interrupted")
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["callback", "finalizer"])
+def test_an_interrupt_at_any_bytecode_of_a_callback_or_in_a_finalizer_is_not_lost(where: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", BUSY_SCRIPT.format(where=where)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "interrupted", done.stderr
