@@ -21,6 +21,18 @@ SMOLLM2_DIR = REPO_ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct"
 SMOLLM2_RECIPE = REPO_ROOT / "recipes" / "smollm2-135m-instruct.yaml"
 
 
+MINIMAL_RECIPE = REPO_ROOT / "tests" / "fixtures" / "recipes" / "minimal.yaml"  # 15 lines
+
+
+def minimal_recipe_with(tmp_path: Path, tail: str) -> Any:
+    """The minimal recipe with ``tail`` (YAML from line 16 on) appended, loaded."""
+    from publisher.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(MINIMAL_RECIPE.read_text(encoding="utf-8") + tail, encoding="utf-8")
+    return load_recipe(path)
+
+
 def require_smollm2() -> Path:
     """The demo model's folder; skips the test when ``make setup`` has not materialized it."""
     if not (SMOLLM2_DIR / ".complete").exists():

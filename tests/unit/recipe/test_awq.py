@@ -5,18 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.paths import FIXTURES
+from support.common import minimal_recipe_with
 
 from publisher.errors import RecipeError
-from publisher.recipe import Recipe, load_recipe
 
-MINIMAL = (FIXTURES / "recipes" / "minimal.yaml").read_text(encoding="utf-8")  # 15 lines; awq starts on 16
-
-
-def _load(tmp_path: Path, awq: str) -> Recipe:
-    path = tmp_path / "r.yaml"
-    path.write_text(MINIMAL + awq, encoding="utf-8")
-    return load_recipe(path)
+# The minimal recipe has 15 lines: the awq section starts on line 16.
+_load = minimal_recipe_with
 
 
 def test_defaults_branch_names_and_the_sibling_repo(tmp_path: Path) -> None:

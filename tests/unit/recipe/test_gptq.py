@@ -5,18 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.paths import FIXTURES
+from support.common import minimal_recipe_with
 
 from publisher.errors import RecipeError
-from publisher.recipe import load_recipe
 
-MINIMAL = (FIXTURES / "recipes" / "minimal.yaml").read_text(encoding="utf-8")  # 15 lines; gptq starts on 16
-
-
-def _load(tmp_path: Path, gptq: str) -> object:
-    path = tmp_path / "r.yaml"
-    path.write_text(MINIMAL + gptq, encoding="utf-8")
-    return load_recipe(path)
+# The minimal recipe has 15 lines: the gptq section starts on line 16.
+_load = minimal_recipe_with
 
 
 def test_defaults_and_branch_names(tmp_path: Path) -> None:
