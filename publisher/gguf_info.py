@@ -95,6 +95,7 @@ class TensorEntry:
     type_name: str
     elements: int
     nbytes: int
+    shape: tuple[int, ...] = ()  # as stored: the row width first, as gguf-py's ``ReaderTensor.shape``
 
 
 def _value_end(data: Any, kind: int, pos: int) -> int:
@@ -180,7 +181,7 @@ def tensor_table(path: Path) -> list[TensorEntry]:
             elements = 1
             for dim in dims:
                 elements *= dim
-            found.append(TensorEntry(name, qtype.name, elements, elements * type_size // block))
+            found.append(TensorEntry(name, qtype.name, elements, elements * type_size // block, tuple(dims)))
     return found
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from publisher import gguf_info
 from publisher.errors import PublisherError
 from publisher.runtimes import llama_cpp
 
@@ -132,10 +133,8 @@ def check_against_model(matrix: Imatrix, model: Path) -> Coverage:
     Every entry must name a tensor of ``model`` whose rows are as wide as the entry and whose
     expert count matches (llama.cpp's quantizer would abort on a mismatch half-way through).
     """
-    import gguf
-
-    reader = gguf.GGUFReader(model)
-    shapes = {t.name: [int(n) for n in t.shape] for t in reader.tensors}
+    # The tensor table alone: gguf-py's reader decodes the whole vocabulary first (seconds for SmolLM2).
+    shapes = {t.name: list(t.shape) for t in gguf_info.tensor_table(model)}
     for name, rows in sorted(matrix.sums.items()):
         shape = shapes.get(name)
         if shape is None:
@@ -160,7 +159,6 @@ def quantizer_data(matrix: Imatrix, model: Path) -> dict[str, Floats]:
     cover at all: such a tensor is quantized as if every input column mattered equally, which
     also lets types that require importance data (IQ2_XS...) handle it.
     """
-    import gguf
 
     data: dict[str, Floats] = {}
     for name, rows in matrix.sums.items():
@@ -169,9 +167,8 @@ def quantizer_data(matrix: Imatrix, model: Path) -> dict[str, Floats]:
         seen = counts > 0
         mean[seen] = rows[seen] / counts[seen][:, None]
         data[name] = mean.reshape(-1)
-    reader = gguf.GGUFReader(model)
-    for tensor in reader.tensors:
-        shape = [int(n) for n in tensor.shape]
+    for tensor in gguf_info.tensor_table(model):
+        shape = list(tensor.shape)
         name = tensor.name
         if name.startswith("blk.") and name.endswith(".weight") and len(shape) >= 2 and name not in data:
             experts = shape[2] if len(shape) > 2 else 1
