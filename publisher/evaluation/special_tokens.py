@@ -62,8 +62,13 @@ def _added_around(plain: list[int], full: list[int]) -> tuple[tuple[int, ...], t
 
 def tokenizer_stamp(source_dir: Path) -> tuple[tuple[str, int, int], ...]:
     """Name, modification time and size of each tokenizer file: what the caches of the source's tokenizer key on."""
-    found = (source_dir / name for name in _TOKENIZER_FILES)
-    return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in found if p.is_file())
+    stamps = []
+    for name in _TOKENIZER_FILES:
+        path = source_dir / name
+        if path.is_file():
+            stat = path.stat()
+            stamps.append((name, stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
 
 
 def transformers_tokenizer(source_dir: Path) -> Any:
