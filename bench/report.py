@@ -13,7 +13,7 @@ medians they were computed from beside them, and the per-model details under ``b
       "quantize": {"model", "wall_ratio", ..., "types", "stage_peak_rss_bytes", "peak_rss_over_f16", "by_model"},
       "smoke":    {"model", "wall_ratio", ..., "reference_logit_passes", "by_model"},
       "parity":   {"model", "extra_fraction", "extra_fraction_range", "wall_ratio", ..., "checks_s",
-                   "checks_fraction", "ahead_s", "by_model"}   (with the checks vs without)
+                   "checks_fraction", "by_model"}   (with the checks vs without)
       "build":    {"model", "wall_s", "stage_s", "by_model"},
       "rebuild_noop":      {"model", "ratio", "wall_s", "full_wall_s", "stages_ran", "by_model"},
       "rebuild_card_only": {"model", "ratio", "wall_s", "full_wall_s", "stages_ran", "by_model"},

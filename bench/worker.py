@@ -133,26 +133,22 @@ def counting_calls(
 def parity_off(recipe: Any) -> Iterator[Any]:
     """The smoke stage without its parity checks, to measure what they cost (``bench.sections.parity``).
 
-    Tokenizer parity is switched off in the recipe; template parity, which has no switch, and the
-    parity work done ahead in a second thread (:func:`publisher.evaluation.prepare_parity`) are
-    replaced by no-ops for the block.
+    Tokenizer parity is switched off in the recipe; template parity, which has no switch, is
+    replaced by a no-op for the block.
     """
     from publisher import evaluation
     from publisher.manifest import TemplateResult
 
-    originals = (evaluation.template_parity, evaluation.prepare_parity)
+    original = evaluation.template_parity
 
     def no_template(*_args: Any, **_kwargs: Any) -> TemplateResult:
         return TemplateResult(checked=False)
 
-    def no_read(*_args: Any, **_kwargs: Any) -> None:
-        return None
-
-    evaluation.template_parity, evaluation.prepare_parity = no_template, no_read
+    evaluation.template_parity = no_template
     try:
         yield recipe.model_copy(update={"smoke": recipe.smoke.model_copy(update={"tokenizer_parity": False})})
     finally:
-        evaluation.template_parity, evaluation.prepare_parity = originals
+        evaluation.template_parity = original
 
 
 EVALUATIONS = (
@@ -161,7 +157,6 @@ EVALUATIONS = (
     "smoke_test",
     "tokenizer_parity",
     "template_parity",
-    "prepare_parity",
 )
 
 

@@ -2,13 +2,11 @@
 
 Both sides are the smoke stage on the demo, as the pipeline times it, alternately: with its parity
 checks (``stage``), and without them (``direct``: tokenizer parity off in the recipe, template
-parity and the parity work done ahead replaced by no-ops, see ``bench.worker.parity_off``). The
+parity replaced by a no-op, see ``bench.worker.parity_off``). The
 headline ``extra_fraction`` is the time the checks add as a fraction of the whole stage,
 ``1 - without / with`` from the medians, with the range over the rounds; ``extra_cpu_fraction`` is
 the same for CPU seconds. Beside them, measured inside the stage on the ``stage`` side: the
-seconds spent in tokenizer and template parity file by file (``checks_s``, and as a share of the
-stage), and in the work done once ahead of the per-file checks (``ahead_s``: reading the source,
-comparing the first file's vocabulary).
+seconds spent in tokenizer and template parity (``checks_s``, and as a share of the stage).
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from bench.subjects import Bench, Subject
 
 TARGET = 0.10
 CHECKS = ("tokenizer_parity", "template_parity")
-AHEAD = "prepare_parity"
 
 
 def extra_fraction(with_checks: float, without: float) -> float:
@@ -33,7 +30,7 @@ def extra_fraction(with_checks: float, without: float) -> float:
 
 
 def parity_entry(
-    base: dict[str, Any], checks_s: Series, ahead_s: Series, stage_s: Series, digits: int = 4
+    base: dict[str, Any], checks_s: Series, stage_s: Series, digits: int = 4
 ) -> dict[str, Any]:
     """The per-model entry: ``base`` (a ``compare`` entry, with checks vs without) plus the fractions."""
     with_runs, without_runs = base["stage"]["wall_s"]["runs"], base["direct"]["wall_s"]["runs"]
@@ -47,7 +44,6 @@ def parity_entry(
         "checks_s": checks_s.summary(digits),
         "checks_fraction": round(Series(shares).median, digits),
         "checks_fraction_range": [round(min(shares), digits), round(max(shares), digits)],
-        "ahead_s": ahead_s.summary(digits),
         "target": TARGET,
     }
 
@@ -57,17 +53,16 @@ def bench_parity(bench: Bench, subject: Subject) -> dict[str, Any]:
     prepare(bench, subject, "quantize")
     manifest = subject.manifest()
     warm([subject.reference(), *(subject.build_dir / manifest["artifacts"][t]["path"] for t in subject.types)])
-    checks_s, ahead_s, stage_s = Series(), Series(), Series()
+    checks_s, stage_s = Series(), Series()
 
     def with_checks() -> tuple[Measured, float, float]:
         measured, wall, cpu = stage_times(bench.build(subject, stages=["smoke"], force=["smoke"]), "smoke")
         seconds = measured.report["evaluate_seconds"]
         checks_s.add(sum(seconds.get(name, 0.0) for name in CHECKS))
-        ahead_s.add(seconds.get(AHEAD, 0.0))
         stage_s.add(wall)
         return measured, wall, cpu
 
     def without() -> tuple[Measured, float, float]:
         return stage_times(bench.build(subject, stages=["smoke"], force=["smoke"], parity_off=True), "smoke")
 
-    return parity_entry(compare(bench, subject, "parity", with_checks, without), checks_s, ahead_s, stage_s)
+    return parity_entry(compare(bench, subject, "parity", with_checks, without), checks_s, stage_s)

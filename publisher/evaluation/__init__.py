@@ -3,7 +3,7 @@
 Everything here runs the real llama.cpp through llama-cpp-python; nothing is simulated.
 """
 
-from publisher.evaluation.parity import prepare_parity, template_parity, tokenizer_parity
+from publisher.evaluation.parity import template_parity, tokenizer_parity
 from publisher.evaluation.quality import compute_reference_logits, measure_quality, reference_quality
 from publisher.evaluation.smoke import LoadedModel, open_for_checks, smoke_problems, smoke_test
 from publisher.runtimes.llama_cpp import ModelLoadError
@@ -14,7 +14,6 @@ __all__ = [
     "compute_reference_logits",
     "measure_quality",
     "open_for_checks",
-    "prepare_parity",
     "reference_quality",
     "smoke_problems",
     "smoke_test",

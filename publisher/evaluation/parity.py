@@ -18,20 +18,19 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from publisher import prompts
-from publisher.errors import PublisherError
 from publisher.evaluation.chat_shapes import ShapesReport, compare_shapes, first_text_difference
 from publisher.evaluation.sample import broad_sample
 from publisher.evaluation.smoke import prompts_of, system_message
 from publisher.evaluation.source_tokenizer import SourceTokenizer, source_tokenizer
 from publisher.evaluation.special_tokens import compare_specials, source_specials, tokenizer_stamp
 from publisher.evaluation.structure import StructureReport, compare_structure
-from publisher.evaluation.template_source import compare_template_source, transformers_template
+from publisher.evaluation.template_source import compare_template_source
 from publisher.gguf_info import vocabulary_sha256
 from publisher.manifest import TemplateResult, TokenizerResult
 from publisher.recipe import Recipe
 from publisher.runtimes.llama_cpp import open_model, token_piece, vocab
 
-__all__ = ["prepare_parity", "source_tokenizer", "template_parity", "tokenizer_parity"]
+__all__ = ["source_tokenizer", "template_parity", "tokenizer_parity"]
 
 PROBES_FILE = "parity_probes.json"
 UNICODE_FORMS: tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...] = ("NFC", "NFD", "NFKC", "NFKD")
@@ -211,23 +210,6 @@ def _compare(
 
 
 _results: dict[tuple[str, ...], TokenizerResult] = {}
-
-
-def prepare_parity(source_dir: Path, first: Path, recipe: Recipe) -> None:
-    """What parity can do before the files are checked one by one, into its caches.
-
-    Reads transformers' view of the source (its import and tokenizer load take seconds) and, when
-    tokenizer parity is on, compares the vocabulary of ``first``, the file checked first (a
-    vocab-only load): every file that shares that vocabulary then takes the result. Errors are left
-    for the per-file checks to report, each against its file.
-    """
-    try:
-        source_specials(source_dir)
-        transformers_template(source_dir)
-        if recipe.smoke.tokenizer_parity:
-            tokenizer_parity(first, source_dir, recipe)
-    except PublisherError:
-        pass
 
 
 @contextmanager

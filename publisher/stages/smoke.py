@@ -9,9 +9,9 @@ raised: the pipeline reports them once every artifact has been tried.
 
 What it costs beyond llama.cpp's own work is kept small: each file is loaded once for parity,
 template and prompts and once more for quality, one model in memory at a time; the source's
-tokenizer is read once per run and the first file's vocabulary compared once the reference's logits
-are computed and freed (not beside them: transformers and the sample would add to that peak);
-tokenizer parity runs once per vocabulary.
+tokenizer is read once per run, after the reference's logits are computed and freed (not beside
+them: transformers and the sample would add to that peak); tokenizer parity runs once per vocabulary,
+on the first file's open handle.
 """
 
 from __future__ import annotations
@@ -140,17 +140,12 @@ class SmokeStage(Stage):
             TextColumn("{task.fields[step]}"),
             TimeElapsedColumn(),
         )
-        from publisher import evaluation
-
-        source = ctx.manifest.source
         with Progress(*columns, console=ctx.console, transient=True) as progress:
             unavailable: str | None = None
             try:
                 logits = self._reference_logits(ctx, progress, forced)
             except PublisherError as err:  # every file is still tried; quality is marked unavailable
                 logits, unavailable = None, f"the reference's logits could not be computed ({err})"
-            if source is not None:
-                evaluation.prepare_parity(Path(source.path), ctx.build_dir / todo[0].path, ctx.recipe)
             for artifact in todo:
                 self._check(ctx, artifact, logits, unavailable, progress)
 

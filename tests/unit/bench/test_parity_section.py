@@ -16,14 +16,14 @@ def _entry(with_checks: list[float], without: list[float], checks: list[float]) 
     base = report.comparison_entry(
         Comparison(Series(with_checks), Series(without)), cpu=Comparison(Series(with_checks), Series(without))
     )
-    return parity_entry(base, Series(checks), Series([3.0] * len(checks)), Series(with_checks))
+    return parity_entry(base, Series(checks), Series(with_checks))
 
 
 def test_entry_holds_the_fractions_with_their_ranges_and_raw_series() -> None:
     entry = _entry([25.0, 26.0, 24.0], [23.0, 23.5, 22.8], [1.0, 1.3, 0.9])
     for key in ("extra_fraction", "extra_fraction_range", "extra_cpu_fraction", "checks_s", "checks_fraction"):
         assert key in entry
-    assert entry["ahead_s"]["median"] == 3.0 and entry["target"] == TARGET
+    assert entry["target"] == TARGET
     for key in ("wall_ratio", "stage_wall_s", "direct_wall_s", "cpu_ratio", "stage", "direct"):
         assert key in entry  # the A/B comparison it was computed from
     assert entry["extra_fraction"] == pytest.approx(1 - 23.0 / 25.0, abs=1e-4)  # from the medians
@@ -57,14 +57,13 @@ def test_parity_off_switches_the_checks_off_and_restores_them() -> None:
     from publisher.recipe import load_recipe
 
     recipe = load_recipe(REPO_ROOT / "recipes" / "smollm2-135m-instruct.yaml")
-    originals = (evaluation.template_parity, evaluation.prepare_parity, evaluation.tokenizer_parity)
+    originals = (evaluation.template_parity, evaluation.tokenizer_parity)
     with parity_off(recipe) as without:
         assert without.smoke.tokenizer_parity is False and recipe.smoke.tokenizer_parity is True
         assert without.smoke.prompts == recipe.smoke.prompts  # nothing else changed
         result = evaluation.template_parity(REPO_ROOT / "absent.gguf", without)  # a no-op: nothing is loaded
         assert result.checked is False and result.source_matches is None
-        assert evaluation.prepare_parity(REPO_ROOT) is None
-    assert (evaluation.template_parity, evaluation.prepare_parity, evaluation.tokenizer_parity) == originals
+    assert (evaluation.template_parity, evaluation.tokenizer_parity) == originals
 
 
 def test_counting_calls_adds_up_seconds_when_asked() -> None:
