@@ -29,9 +29,7 @@ def extra_fraction(with_checks: float, without: float) -> float:
     return 1.0 - without / with_checks
 
 
-def parity_entry(
-    base: dict[str, Any], checks_s: Series, stage_s: Series, digits: int = 4
-) -> dict[str, Any]:
+def parity_entry(base: dict[str, Any], checks_s: Series, stage_s: Series, digits: int = 4) -> dict[str, Any]:
     """The per-model entry: ``base`` (a ``compare`` entry, with checks vs without) plus the fractions."""
     with_runs, without_runs = base["stage"]["wall_s"]["runs"], base["direct"]["wall_s"]["runs"]
     rounds = [extra_fraction(a, b) for a, b in zip(with_runs, without_runs, strict=True)]
