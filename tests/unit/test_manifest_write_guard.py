@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.common import recipe_variant, tiny_source
+from support.common import recipe_variant, require_smollm2, tiny_source
 from support.disks import small_disk
 from support.fakebuild import make_build, write_recipe
 from support.paths import REPO_ROOT
@@ -118,6 +118,8 @@ def test_every_write_of_a_build_goes_through_the_guard(
             yield scope
 
     monkeypatch.setattr(pipeline, "writes_confined_to", recording)
+    if kind == "demo":
+        require_smollm2()
     recipe_path, stages = _recipe_for(kind, tmp_path)
     recipe = load_recipe(recipe_path)
     with listening() as writes:
