@@ -32,10 +32,11 @@ MB = 1_000_000
 # source tokenizer (transformers) and numpy buffers for the smoke stage.
 PYTHON_BASE = 85 * MB
 SMOKE_BASE = 330 * MB
-# The converter (torch, the gguf writer) before it holds a tensor, and how many f32 copies of the
-# largest tensor it keeps while converting it (measured: 588 MB at 135M, 718 MB at 304M parameters).
-CONVERT_BASE = 430 * MB
-CONVERT_COPIES = 1.4
+# The converter (torch, the gguf writer) before it holds a tensor, and how much of the largest
+# tensor in f32 comes on top: fitted on three peaks measured by bench/ (588 MB at 135M, 718 MB at
+# 304M, 719 MB at 1.1B parameters; each within 7 %).
+CONVERT_BASE = 500 * MB
+CONVERT_COPIES = 0.85
 # llama-imatrix and llama.cpp's quantizer: a C++ process with the ggml backends loaded.
 NATIVE_BASE = 40 * MB
 # llama-imatrix keeps several copies of a chunk's logits (llama.cpp's output buffer, the graph's
@@ -43,10 +44,12 @@ NATIVE_BASE = 40 * MB
 IMATRIX_LOGITS_COPIES = 6.5
 # Throughput on this machine (AMD EPYC, AVX2): converter seconds per parameter plus start-up,
 # quantizer nanoseconds per parameter and core, and llama.cpp's batched evaluation in FLOP/s per core.
+# (Convert and quantize refitted on the 1.1B model of `make bench-scale`, idle, 2026-12-01: 22 s to
+# convert, 133 CPU-seconds for Q4_K_M and Q8_0.)
 CONVERT_START_S = 4.5
-CONVERT_S_PER_PARAM = 7e-9
-QUANTIZE_NS = {"i-quant": 150.0, "k-quant": 30.0}
-QUANTIZE_NS_OTHER = 15.0
+CONVERT_S_PER_PARAM = 1.6e-8
+QUANTIZE_NS = {"i-quant": 475.0, "k-quant": 95.0}
+QUANTIZE_NS_OTHER = 25.0
 EVAL_FLOPS_PER_CORE = 50e9
 GENERATE_BYTES_PER_S = 8e9  # generating one token reads every weight once
 GGUF_BYTES_PER_TOKEN = 36  # vocabulary metadata in a GGUF: the string, score, type and merges per token

@@ -47,6 +47,10 @@ class BuildContext:
         """sha256 of ``path``, read again only when its size, mtime or inode changed since last hashed."""
         return cache_for(self.build_dir).sha256(path)
 
+    def remember_hash(self, path: Path, digest: str) -> None:
+        """Cache ``digest`` for ``path`` as it is now, so recording it reads nothing again."""
+        cache_for(self.build_dir).remember(path, digest)
+
     def files_match(self, outputs: dict[str, str], base: Path | None = None) -> bool:
         """True when every ``relative path -> sha256`` in ``outputs`` exists under ``base`` and hashes right."""
         root = base or self.build_dir

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from publisher import gguf_info
 from publisher.errors import ConversionError, ManifestError
+from publisher.hashes import GrowingFileHash
 from publisher.manifest import DISK_FULL, Artifact, disk_full_error, fingerprint, guard_write, write_text_atomic
 from publisher.recipe import Recipe
 from publisher.stages import BuildContext, Stage, register
@@ -255,15 +256,21 @@ class ConvertStage(Stage):
         write_text_atomic(metadata_file, json.dumps(gguf_metadata(ctx.recipe), indent=2, ensure_ascii=False) + "\n")
         tmp = guard_write(target.with_name(f".{guard_write(target).name}.partial"))
         tmp.unlink(missing_ok=True)
+        # Hashed while the converter writes it, on the core the converter leaves idle.
+        following = GrowingFileHash(tmp)
         try:
             run_converter(ctx, Path(source.path), tmp, metadata_file, logs / LOG_NAME)
+            digest = following.finish()
             os.replace(tmp, target)
         except OSError as err:
             if err.errno in DISK_FULL:  # the log, written here as the converter goes
                 raise disk_full_error(ctx.build_dir) from None
             raise
         finally:
+            following.finish()
             tmp.unlink(missing_ok=True)
+        if digest is not None:
+            ctx.remember_hash(target, digest)
         seconds = time.perf_counter() - started
         settings = _settings(ctx)
         ctx.manifest.reference = Artifact(
