@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -338,6 +340,33 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise disk_full_error(target.parent, written or None) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_large(source: Path, target: Path) -> threading.Thread | None:
+    """``os.replace(source, target)`` for multi-gigabyte files, without waiting for the old ``target``.
+
+    Renaming over a large file makes ext4 flush the new one first (3.1 s for 2.2 GB here), and
+    freeing the old one's blocks takes the kernel 1.3 s more. The old file is renamed aside to a
+    free name instead and deleted by a thread (returned; the interpreter waits for it at exit),
+    together with any left aside by an interrupted run.
+    """
+    guard_write(target)
+    aside = None
+    if target.exists():
+        aside = guard_write(target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.discarded"))
+        os.replace(target, aside)
+    os.replace(source, target)
+    stale = list(target.parent.glob(f".{target.name}.*.discarded"))
+    if not stale:
+        return None
+
+    def discard() -> None:
+        for path in stale:
+            path.unlink(missing_ok=True)
+
+    thread = threading.Thread(target=discard, name="discard")
+    thread.start()
+    return thread
 
 
 def _umask() -> int:

@@ -24,7 +24,15 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from publisher import gguf_info
 from publisher.errors import ConversionError, ManifestError
 from publisher.hashes import GrowingFileHash
-from publisher.manifest import DISK_FULL, Artifact, disk_full_error, fingerprint, guard_write, write_text_atomic
+from publisher.manifest import (
+    DISK_FULL,
+    Artifact,
+    disk_full_error,
+    fingerprint,
+    guard_write,
+    replace_large,
+    write_text_atomic,
+)
 from publisher.recipe import Recipe
 from publisher.stages import BuildContext, Stage, register
 
@@ -261,7 +269,7 @@ class ConvertStage(Stage):
         try:
             run_converter(ctx, Path(source.path), tmp, metadata_file, logs / LOG_NAME)
             digest = following.finish()
-            os.replace(tmp, target)
+            replace_large(tmp, target)
         except OSError as err:
             if err.errno in DISK_FULL:  # the log, written here as the converter goes
                 raise disk_full_error(ctx.build_dir) from None

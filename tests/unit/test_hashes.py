@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from publisher.hashes import GrowingFileHash, HashCache
+from publisher.manifest import replace_large, writes_confined_to
 
 # Appends 40 chunks of 1 MiB with pauses, so the hasher reaches the end of the file many times.
 APPENDER = """
@@ -63,3 +64,20 @@ def test_a_remembered_digest_is_served_until_the_file_changes(tmp_path: Path) ->
     assert HashCache(tmp_path / ".hashes.json").sha256(path) == "0" * 64  # persisted
     path.write_bytes(b"y" * 101)
     assert cache.sha256(path) == hashlib.sha256(b"y" * 101).hexdigest()
+
+
+def test_replace_large_leaves_the_new_file_and_deletes_the_old_ones_aside(tmp_path: Path) -> None:
+    target, new = tmp_path / "model.gguf", tmp_path / ".model.gguf.partial"
+    new.write_bytes(b"new")
+    assert replace_large(new, target) is None  # nothing to discard
+    assert target.read_bytes() == b"new"
+
+    stale = tmp_path / ".model.gguf.0badf00d.discarded"  # left by an interrupted run
+    stale.write_bytes(b"stale")
+    new.write_bytes(b"newer")
+    with writes_confined_to(tmp_path):
+        thread = replace_large(new, target)
+    assert thread is not None
+    thread.join()
+    assert target.read_bytes() == b"newer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
