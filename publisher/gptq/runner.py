@@ -44,6 +44,13 @@ def environment_id() -> str:
     return REQUIREMENTS.read_text(encoding="utf-8")
 
 
+def worker_env() -> dict[str, str]:
+    """The environment the worker runs in (the bench's direct gptqmodel script gets the same)."""
+    env = os.environ | {"TORCHDYNAMO_DISABLE": "1", "GPTQMODEL_CPU_WORKERS": "2", "PYTHONNOUSERSITE": "1"}
+    env.pop("PYTHONPATH", None)  # the worker must not see publisher's packages
+    return env
+
+
 def _last_line(log_path: Path) -> str:
     """The log's last non-blank line: where gptqmodel ends the process from a thread, the exception."""
     lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
@@ -59,8 +66,7 @@ def run_worker(request: dict[str, Any], work_dir: Path, log_path: Path, timeout:
     with tempfile.TemporaryDirectory(prefix=".gptq-request.", dir=work_dir) as tmp:
         req_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req_path.write_text(json.dumps(request), encoding="utf-8")
-        env = os.environ | {"TORCHDYNAMO_DISABLE": "1", "GPTQMODEL_CPU_WORKERS": "2", "PYTHONNOUSERSITE": "1"}
-        env.pop("PYTHONPATH", None)  # the worker must not see publisher's packages
+        env = worker_env()
         with guard_write(log_path).open("w", encoding="utf-8") as log:
             try:
                 done = subprocess.run(

@@ -5,9 +5,9 @@ It imports only the standard library, numpy, torch, transformers and gptqmodel, 
 
     .venv-gptq/bin/python worker.py REQUEST.json RESULT.json
 
-``REQUEST.json`` holds ``{"op": "quantize" | "smoke", "method": "gptq" | "awq", ...}``; the worker writes
-``RESULT.json`` (``{"ok": true, ...}`` or ``{"ok": false, "error": "one line"}``) and exits 0 either way, unless it
-was killed. See ``publisher/gptq/runner.py`` for both sides of the contract.
+``REQUEST.json`` holds ``{"op": "quantize" | "smoke" | "calibration", "method": "gptq" | "awq", ...}``; the worker
+writes ``RESULT.json`` (``{"ok": true, ...}`` or ``{"ok": false, "error": "one line"}``) and exits 0 either way,
+unless it was killed. See ``publisher/gptq/runner.py`` for both sides of the contract.
 """
 
 from __future__ import annotations
@@ -44,6 +44,21 @@ def _calibration(tokenizer: Any, text: str, samples: int, seq_len: int) -> list[
     return [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]
 
 
+def _request_calibration(tokenizer: Any, req: dict[str, Any]) -> list[dict[str, list[int]]]:
+    """The calibration samples of a request: windows of its ``calibration`` text."""
+    text = Path(req["calibration"]).read_text(encoding="utf-8")
+    return _calibration(tokenizer, text, int(req["samples"]), int(req["seq_len"]))
+
+
+def calibration(req: dict[str, Any]) -> dict[str, Any]:
+    """The token ids ``quantize`` would calibrate on for the same request, without quantizing (the bench's
+    direct side quantizes exactly these)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(req["source"])
+    return {"input_ids": [sample["input_ids"] for sample in _request_calibration(tokenizer, req)]}
+
+
 def _config(req: dict[str, Any]) -> Any:
     """gptqmodel's QuantizeConfig for the request's method and settings."""
     from gptqmodel import QuantizeConfig
@@ -74,8 +89,7 @@ def quantize(req: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(int(req.get("seed", 0)))
     torch.set_num_threads(max(1, int(req.get("threads") or os.cpu_count() or 1)))
     tokenizer = AutoTokenizer.from_pretrained(req["source"])
-    text = Path(req["calibration"]).read_text(encoding="utf-8")
-    calibration = _calibration(tokenizer, text, int(req["samples"]), int(req["seq_len"]))
+    calibration = _request_calibration(tokenizer, req)
     config = _config(req)
     awq_on_cpu = req.get("method") == "awq" and req.get("device", "cpu") == "cpu"
     started = time.perf_counter()
@@ -153,7 +167,7 @@ def smoke(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-OPS = {"quantize": quantize, "smoke": smoke}
+OPS = {"quantize": quantize, "smoke": smoke, "calibration": calibration}
 
 
 def main(argv: list[str]) -> int:
