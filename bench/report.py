@@ -14,6 +14,9 @@ medians they were computed from beside them, and the per-model details under ``b
       "smoke":    {"model", "wall_ratio", ..., "reference_logit_passes", "by_model"},
       "parity":   {"model", "extra_fraction", "extra_fraction_range", "wall_ratio", ..., "checks_s",
                    "checks_fraction", "by_model"}   (with the checks vs without)
+      "gptq":     {"model", "wall_ratio", ..., "rss_ratio", ..., "stage_peak_rss_bytes", "direct_peak_rss_bytes",
+                   "variant", "samples", "seq_len", "threads", "quantizer", "folder_bytes", "same_weights",
+                   "by_model"}   (the gptq stage vs gptqmodel called directly; only with .venv-gptq)
       "build":    {"model", "wall_s", "stage_s", "by_model"},
       "rebuild_noop":      {"model", "ratio", "wall_s", "full_wall_s", "stages_ran", "by_model"},
       "rebuild_card_only": {"model", "ratio", "wall_s", "full_wall_s", "stages_ran", "by_model"},
@@ -78,6 +81,7 @@ TARGETS = {
     "rebuild_noop.ratio": 0.02,
     "quantize.peak_rss_over_f16": 1.0,
     "parity.extra_fraction": 0.10,
+    "gptq.wall_ratio": 1.05,
 }
 
 
@@ -213,7 +217,7 @@ def _verdict(key: str, value: float) -> str:
 
 def table(results: Mapping[str, Any]) -> Table:
     """The rich table ``make bench`` prints: one row per figure and model."""
-    out = Table(title="publisher vs llama.cpp run directly (medians, min-max over rounds)")
+    out = Table(title="publisher vs llama.cpp (and gptqmodel) run directly (medians, min-max over rounds)")
     for name in ("figure", "model", "publisher", "direct", "ratio (range)", "target"):
         out.add_column(name)
 
@@ -259,6 +263,10 @@ def table(results: Mapping[str, Any]) -> Table:
     compare_rows("imatrix", "imatrix")
     compare_rows("imatrix", "quantize with imatrix", nested="quantize_with_imatrix")
     compare_rows("smoke", "smoke + quality")
+    compare_rows("gptq", "gptq (vs gptqmodel)")
+    for model, entry in results.get("gptq", {}).get("by_model", {}).items():
+        same = "byte-identical" if entry["same_weights"] else "different"
+        out.add_row("gptq: model.safetensors of both sides", model, same, "", "", "")
     for model, entry in results.get("smoke", {}).get("by_model", {}).items():
         passes = entry["reference_logit_passes"]
         out.add_row("reference logit passes", model, str(passes["stage"]), str(passes["direct"]), "", "")

@@ -8,6 +8,8 @@ Every measured run is a fresh process (see :mod:`bench.proc`). What is compared:
 - quantize: the quantize stage against a bare ``llama_model_quantize`` loop, same types and threads.
 - smoke: the smoke stage against the same llama.cpp work done by hand (``bench.worker``).
 - parity: the smoke stage with its parity checks against the same stage without them.
+- gptq: the gptq stage (one variant) against gptqmodel called by ``bench/gptq_direct.py`` with the
+  same settings and samples, in the same environment (only where ``.venv-gptq`` is installed).
 - build: a full build from an empty folder, a rebuild with nothing changed and a rebuild after
   editing only the card template (whole processes, as a user runs ``publisher build``).
 - card render time, publishing to the local target (bytes written), and peak memory.
@@ -31,6 +33,7 @@ from bench.report import with_headline
 from bench.sections.build import bench_builds
 from bench.sections.card import bench_card
 from bench.sections.convert import bench_convert
+from bench.sections.gptq import bench_gptq
 from bench.sections.imatrix import bench_imatrix
 from bench.sections.parity import bench_parity
 from bench.sections.publish import bench_publish
@@ -38,7 +41,14 @@ from bench.sections.quantize import bench_quantize
 from bench.sections.smoke import bench_smoke
 from bench.subjects import Bench, Subject, demo_subject, describe_model, large_subject, scale_subject
 
-SECTIONS = ("convert", "quantize", "imatrix", "smoke", "parity", "build", "card", "publish")
+SECTIONS = ("convert", "quantize", "imatrix", "smoke", "parity", "gptq", "build", "card", "publish")
+
+
+def default_sections() -> tuple[str, ...]:
+    """What ``make bench`` runs: every section, gptq only where its environment is installed."""
+    from publisher.gptq.runner import missing_reason
+
+    return SECTIONS if missing_reason() is None else tuple(s for s in SECTIONS if s != "gptq")
 
 
 def machine() -> dict[str, Any]:
@@ -121,10 +131,13 @@ def run(
             ("imatrix", bench_imatrix),
             ("smoke", bench_smoke),
             ("parity", bench_parity),
+            ("gptq", bench_gptq),
         ):
             # Smoke runs on the demo and at 1.1B (the scale model, whose random answers are noise but cost the
-            # same work), not on the 304M model in between; parity's share is a figure of the demo's.
-            skipped = (name == "smoke" and subject is large) or (name == "parity" and subject is not demo)
+            # same work), not on the 304M model in between; parity's share is a figure of the demo's; GPTQ runs
+            # on the demo only (minutes per run).
+            demo_only = ("parity", "gptq")
+            skipped = (name == "smoke" and subject is large) or (name in demo_only and subject is not demo)
             if name in sections and not skipped:
                 entry = section(name, subject, fn)
                 if entry is not None:
@@ -148,6 +161,7 @@ def run(
         ("imatrix", "wall_ratio"),
         ("smoke", "wall_ratio"),
         ("parity", "extra_fraction"),
+        ("gptq", "wall_ratio"),
         ("rebuild_noop", "ratio"),
         ("rebuild_card_only", "ratio"),
     ):

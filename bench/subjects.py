@@ -79,11 +79,14 @@ class Bench:
 
     def worker(self, task: str, args: dict[str, Any]) -> Measured:
         """Run ``bench.worker TASK`` in a fresh process and measure it."""
-        args_path, report, log = self._paths(task)
+        return self.script(task, [python(), "-m", "bench.worker", task], args)
+
+    def script(self, name: str, cmd: list[str], args: dict[str, Any], env: dict[str, str] | None = None) -> Measured:
+        """Run ``cmd ARGS.json REPORT.json`` in a fresh process (``env``: its whole environment) and measure it."""
+        args_path, report, log = self._paths(name)
         args_path.parent.mkdir(parents=True, exist_ok=True)
         args_path.write_text(json.dumps(args, indent=1), encoding="utf-8")
-        cmd = [python(), "-m", "bench.worker", task, str(args_path), str(report)]
-        return run_measured(cmd, log=log, report=report)
+        return run_measured([*cmd, str(args_path), str(report)], log=log, report=report, env=env)
 
     def command(self, name: str, cmd: list[str]) -> Measured:
         """Run a tool's own command line in a fresh process and measure it."""
@@ -186,6 +189,20 @@ def imatrix_subject(subject: Subject) -> Subject:
     data["smoke"]["prompts"] = [{"prompt": "Say hello."}]  # never run here; the demo's name types not built
     folder = subject.folder / "imatrix"
     return Subject(subject.model, folder, _write_recipe(folder, data), name, types)
+
+
+# One GPTQ variant with the demo GPTQ recipe's calibration: one run takes 1-3 minutes on 2 idle cores.
+GPTQ_SETTINGS: dict[str, Any] = {"samples": 8, "seq_len": 128}
+GPTQ_VARIANT: dict[str, Any] = {"bits": 4, "group_size": 64, "act_order": True, "damp": 0.1}
+
+
+def gptq_subject(subject: Subject) -> Subject:
+    """The subject's recipe with a gptq section of one variant, built apart (only its fetch and gptq stages run)."""
+    data = yaml.safe_load(subject.recipe_path.read_text(encoding="utf-8"))
+    name = f"{subject.build_name}-gptq"
+    data |= {"name": name, "gptq": {**GPTQ_SETTINGS, "variants": [dict(GPTQ_VARIANT)]}}
+    folder = subject.folder / "gptq"
+    return Subject(subject.model, folder, _write_recipe(folder, data), name, subject.types)
 
 
 def describe_model(subject: Subject) -> dict[str, Any]:
