@@ -7,7 +7,8 @@ source folder, the output folder, a scratch folder to run in (gptqmodel writes a
 its working directory), the QuantizeConfig settings, the thread count and the calibration samples as
 token ids: those the gptq stage calibrates on, so both sides quantize identical inputs. The bench sets
 the same environment variables as publisher's runner (``GPTQMODEL_CPU_WORKERS``, ``TORCHDYNAMO_DISABLE``).
-REPORT gets the seconds of load, quantize and save, and the process's peak RSS.
+It loads no tokenizer of its own: ``quantize`` uses the one ``load`` read. REPORT gets the seconds of
+load, quantize and save, and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -30,11 +31,9 @@ def quantize(args: dict[str, Any]) -> dict[str, Any]:
     """Load, quantize with the given settings and samples, save."""
     import torch
     from gptqmodel import GPTQModel, QuantizeConfig
-    from transformers import AutoTokenizer
 
     torch.manual_seed(0)
     torch.set_num_threads(int(args["threads"]))
-    tokenizer = AutoTokenizer.from_pretrained(args["source"])
     samples = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in args["input_ids"]]
     config = QuantizeConfig(
         bits=int(args["bits"]),
@@ -47,7 +46,7 @@ def quantize(args: dict[str, Any]) -> dict[str, Any]:
     )
     started = time.perf_counter()
     model = GPTQModel.load(args["source"], config)
-    model.quantize(samples, batch_size=1, tokenizer=tokenizer, calibration_sort=None)
+    model.quantize(samples, batch_size=1, calibration_sort=None)  # with the tokenizer load() read, as the stage
     model.save(args["out"])
     return {
         "work_s": time.perf_counter() - started,

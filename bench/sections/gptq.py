@@ -5,7 +5,7 @@ publisher's side is the gptq stage as the pipeline times it, forced, for one var
 to exit, then what the stage does to the folder (the source's tokenizer and generation config copied
 back, the calibration facts recorded, every file hashed). The direct side is ``bench/gptq_direct.py``
 under the same interpreter, environment and thread count, timed as a whole process: interpreter start,
-imports, tokenizer, load, quantize, save. So both sides include starting Python and importing torch and
+imports, load (with the tokenizer), quantize, save. So both sides include starting Python and importing torch and
 gptqmodel. Both calibrate on the same token ids: the stage's own, asked of the worker once beforehand
 (its ``calibration`` op); ``same_weights`` records whether the two ``model.safetensors`` came out
 byte-identical, which they do when the inputs and settings match. Peak RSS is the process tree's

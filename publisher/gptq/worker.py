@@ -88,15 +88,17 @@ def quantize(req: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(int(req.get("seed", 0)))
     torch.set_num_threads(max(1, int(req.get("threads") or os.cpu_count() or 1)))
-    tokenizer = AutoTokenizer.from_pretrained(req["source"])
-    calibration = _request_calibration(tokenizer, req)
     config = _config(req)
     awq_on_cpu = req.get("method") == "awq" and req.get("device", "cpu") == "cpu"
     started = time.perf_counter()
     model = GPTQModel.load(req["source"], config)
+    # The tokenizer gptqmodel loaded with the model, which quantize() uses too: loading another one and handing
+    # it over (gptqmodel wraps it again) was work a hand-written script does not do.
+    tokenizer = model.tokenizer if model.tokenizer is not None else AutoTokenizer.from_pretrained(req["source"])
+    calibration = _request_calibration(tokenizer, req)
     # gptqmodel picks the CUDA GEMM kernel to pack AWQ weights; its torch kernel packs the same layout on the CPU.
     backend = BACKEND.AWQ_TORCH if awq_on_cpu else BACKEND.AUTO
-    model.quantize(calibration, batch_size=1, tokenizer=tokenizer, calibration_sort=None, backend=backend)
+    model.quantize(calibration, batch_size=1, calibration_sort=None, backend=backend)
     model.save(req["out"])
     return {
         "samples": len(calibration),
