@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,18 @@ def stage_input_ids(sub: Subject) -> list[list[int]]:
     return ids
 
 
+def warm_imports(python: Path, cwd: Path) -> None:
+    """Import gptqmodel (and with it torch and transformers) once, not measured: without it the first
+    measured run would read a gigabyte of libraries from disk and the other side find them cached."""
+    from publisher.gptq.runner import worker_env
+
+    done = subprocess.run(
+        [str(python), "-c", "import gptqmodel"], env=worker_env(), cwd=cwd, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{python} cannot import gptqmodel: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
 def gptq_entry(base: dict[str, Any], *, same_weights: bool, folder_bytes: int, quantizer: str) -> dict[str, Any]:
     """The per-model entry: ``base`` (a ``compare`` entry) with the settings both sides used."""
     return base | {
@@ -100,6 +113,7 @@ def bench_gptq(bench: Bench, subject: Subject) -> dict[str, Any]:
     scratch.mkdir(exist_ok=True)
     args = direct_args(sub.model.path, out, scratch, stage_input_ids(sub))
     warm(sorted(sub.model.path.glob("*.safetensors")))
+    warm_imports(python, scratch)
     digests: dict[str, set[str]] = {"stage": set(), "direct": set()}
     record: dict[str, Any] = {}
     direct_work = Series()  # the direct script's own span: load, quantize, save
