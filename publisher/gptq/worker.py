@@ -25,7 +25,6 @@ from typing import Any
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("GPTQ_TORCH_CACHE_WEIGHTS", "1")  # dequantize each layer once, not on every token
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -111,6 +110,9 @@ def quantize(req: dict[str, Any]) -> dict[str, Any]:
 
 def smoke(req: dict[str, Any]) -> dict[str, Any]:
     """Load a GPTQ or AWQ folder on ``req["device"]``, answer the prompts, store log-probs of the quality chunks."""
+    # Read by gptqmodel's torch kernel when the model is loaded: dequantize each layer once, not on every token.
+    # Set here, not for the whole worker: quantizing runs in the environment a hand-written script has.
+    os.environ.setdefault("GPTQ_TORCH_CACHE_WEIGHTS", "1")
     import numpy as np
     import torch
     from gptqmodel import BACKEND, GPTQModel
