@@ -232,6 +232,18 @@ def string_array(path: Path, key: str) -> list[str] | None:
     return None
 
 
+def string_value(path: Path, key: str) -> str | None:
+    """One string metadata value (``tokenizer.ggml.model``), read without decoding the rest; None when absent."""
+    with _metadata_walk(path) as (data, _, entries):
+        for name, start, end in entries:
+            if name != key:
+                continue
+            pos = start + 8 + len(name.encode("utf-8"))
+            (kind,) = struct.unpack_from("<I", data, pos)
+            return bytes(data[pos + 12 : end]).decode("utf-8", errors="replace") if kind == 8 else None
+    return None
+
+
 def metadata(path: Path, keys: list[str]) -> dict[str, Any]:
     """Selected metadata values of ``path``; absent keys map to ``None``."""
     reader = _reader(path)

@@ -39,13 +39,16 @@ def train_sentencepiece(folder: Path, vocab_size: int, texts: Sequence[str] = ("
     text = folder / "train.txt"
     text.write_text("\n".join(data.joinpath(name).read_text(encoding="utf-8") for name in texts), encoding="utf-8")
     prefix = folder / "tokenizer"
-    settings: dict[str, Any] = {"normalization_rule_name": "identity", "remove_extra_whitespaces": False} | options
+    settings: dict[str, Any] = {
+        "normalization_rule_name": "identity",
+        "remove_extra_whitespaces": False,
+        "byte_fallback": True,
+    } | options
     sentencepiece.SentencePieceTrainer.train(
         input=str(text),
         model_prefix=str(prefix),
         vocab_size=vocab_size,
         model_type="bpe",
-        byte_fallback=True,
         character_coverage=1.0,
         unk_id=0,
         bos_id=1,

@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from publisher import interrupts
-from publisher.errors import SmokeTestError
+from publisher.errors import ManifestError, SmokeTestError
+from publisher.gguf_info import string_array, string_value
 
 # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT (a continuation of the previous message)
 GGML_LOG_LEVEL_WARN = 3
@@ -148,17 +149,56 @@ def _quiet_callback() -> Any:
     return _quiet[0]
 
 
+# Bytes that occur in UTF-8 text: 0x00 and the never-used 0xC0, 0xC1 and 0xF5..0xFF left out.
+_UTF8_BYTES = (*range(0x01, 0xC0), *range(0xC2, 0xF5))
+
+
+def unspellable_bytes(gguf: Path) -> list[int]:
+    """Bytes of UTF-8 text a SentencePiece vocabulary has no token for; empty for other vocabularies.
+
+    llama.cpp's SentencePiece tokenizer spells a character outside the vocabulary as byte tokens
+    (``<0xE2>``), else as a one-byte token. With neither, ``byte_to_token`` throws
+    ``std::out_of_range`` inside ``llama_tokenize``, and the exception ends the whole process
+    (SIGABRT): no Python code runs after it. A tokenizer trained without ``byte_fallback`` has
+    no byte tokens.
+    """
+    if string_value(gguf, "tokenizer.ggml.model") != "llama":
+        return []
+    tokens = set(string_array(gguf, "tokenizer.ggml.tokens") or [])
+    return [b for b in _UTF8_BYTES if f"<0x{b:02X}>" not in tokens and (b >= 0x80 or chr(b) not in tokens)]
+
+
+def _aborting_vocabulary(gguf: Path) -> str | None:
+    """Why tokenizing text with this file would abort the process, or None."""
+    try:
+        missing = unspellable_bytes(gguf)
+    except ManifestError:  # unreadable metadata: llama.cpp's own load gives the reason
+        return None
+    if not missing:
+        return None
+    return (
+        f"llama.cpp would abort the whole process (std::out_of_range) on a character outside this "
+        f"SentencePiece vocabulary: it has no byte token for {len(missing)} of the {len(_UTF8_BYTES)} bytes of "
+        f"UTF-8 text (first <0x{missing[0]:02X}>), as a tokenizer trained without byte_fallback; "
+        "retrain the tokenizer with byte_fallback"
+    )
+
+
 def open_model(gguf: Path, **kwargs: Any) -> Any:
     """``llama_cpp.Llama(gguf, verbose=False, **kwargs)``; a file that does not load is a one-line error.
 
     The error carries llama.cpp's own reason ("data is not within the file bounds", "...has wrong
-    shape..."); the generic hint only when llama.cpp said nothing. Close the returned object
-    (``contextlib.closing``) to free the model deterministically.
+    shape..."); the generic hint only when llama.cpp said nothing. A vocabulary whose tokenizer
+    would abort the process (:func:`unspellable_bytes`) is refused before llama.cpp sees it.
+    Close the returned object (``contextlib.closing``) to free the model deterministically.
     """
     import llama_cpp
 
     if not gguf.is_file():
         raise ModelLoadError(gguf, "no such GGUF file; rebuild it (publisher build --force quantize)")
+    aborting = _aborting_vocabulary(gguf)
+    if aborting is not None:
+        raise ModelLoadError(gguf, aborting)
     with llama_log() as log:
         try:
             return llama_cpp.Llama(model_path=str(gguf), verbose=False, **kwargs)

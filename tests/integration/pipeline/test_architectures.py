@@ -136,3 +136,34 @@ def test_a_phi3_name_without_phi3_tokens_is_blocked_with_llama_cpps_reason(tmp_p
     reason = failed[0].failure or ""
     assert "unordered_map::at" in reason or "vocabulary" in reason, reason
     assert [s.status for s in result.stages if s.name == "card"] == ["blocked"]
+
+
+@pytest.mark.slow
+def test_a_sentencepiece_vocabulary_without_byte_tokens_is_blocked_before_llama_cpp_aborts(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    llama = next(a for a in ARCHITECTURES if a.key == "llama-spm")
+    arch = TinyArch(llama.key, llama.config_class, llama.overrides, "spm", {"byte_fallback": False})
+    result = _build(tmp_path, arch)  # in this process: had llama.cpp aborted, the test run would have ended here
+
+    failed = result.failures()
+    assert {a.quant_type for a in failed} == {"F16", *TYPES}
+    for artifact in failed:
+        reason = artifact.failure or ""
+        assert reason.startswith("llama.cpp would abort the whole process (std::out_of_range)"), reason
+        assert reason.count("llama.cpp would abort") == 1 and "byte_fallback" in reason, reason
+    assert [s.status for s in result.stages if s.name == "card"] == ["blocked"]
+
+    # What the check spares the build: llama.cpp itself loads the file and tokenizes plain text,
+    # then dies on a character the vocabulary cannot spell.
+    assert result.manifest.reference is not None
+    gguf = result.build_dir / result.manifest.reference.path
+    script = (
+        "import sys, llama_cpp\n"
+        "llm = llama_cpp.Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)\n"
+        "llm.tokenize(sys.argv[2].encode(), add_bos=False)\n"
+    )
+    for text, status in (("The capital of France is", 0), ("Emoji 😀 and 字", -6)):
+        done = subprocess.run([sys.executable, "-c", script, str(gguf), text], capture_output=True, check=False)
+        assert done.returncode == status, (text, done.returncode, done.stderr[-300:])
