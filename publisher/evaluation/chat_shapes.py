@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from publisher.evaluation.special_tokens import transformers_tokenizer
+from publisher.evaluation.transformers_view import transformers_view
 
 SYSTEM = {"role": "system", "content": "You are a terse assistant."}
 USER = {"role": "user", "content": "What is the capital of France?"}
@@ -148,8 +148,8 @@ def detected_format(template: str) -> str | None:
 
 def compare_shapes(template: str, bos_token: str, eos_token: str, source_dir: Path) -> ShapesReport:
     """Render every shape with transformers on the source and with the GGUF's template under llama.cpp's rules."""
-    tok = transformers_tokenizer(source_dir)
-    if tok is None or getattr(tok, "chat_template", None) is None:
+    view = transformers_view(source_dir)
+    if view is None or not view.has_template:
         return ShapesReport()
     compared = 0
     differences: list[str] = []
@@ -157,18 +157,9 @@ def compare_shapes(template: str, bos_token: str, eos_token: str, source_dir: Pa
     gguf_cannot: list[str] = []
     builtin_differences: list[str] = []
     for shape in SHAPES:
-        try:
-            theirs = str(
-                tok.apply_chat_template(
-                    list(shape.messages),
-                    tools=list(shape.tools) if shape.tools is not None else None,
-                    add_generation_prompt=shape.add_generation_prompt,
-                    tokenize=False,
-                )
-            )
-        except Exception as err:  # the template is the model author's code: report whatever it raises
-            source_cannot.append(f"{shape.name}: {first_line(err)}")
-            theirs = None
+        theirs, error = view.renderings[shape.name]  # transformers' apply_chat_template, in the child
+        if error is not None:
+            source_cannot.append(f"{shape.name}: {error}")
         try:
             ours = render_gguf(template, shape, bos_token, eos_token)
         except Exception as err:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from publisher.errors import SmokeTestError
-from publisher.evaluation.special_tokens import tokenizer_stamp
+from publisher.evaluation.transformers_view import tokenizer_stamp
 
 # Flags of added tokens that change how the text around them splits.
 FLAGS = ("lstrip", "rstrip", "single_word")

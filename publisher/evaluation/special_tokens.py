@@ -11,25 +11,23 @@ prepends a BOS transformers never adds. This module compares those facts directl
   (which applies ``add_bos_token``/``add_eos_token`` and the post-processor as the class does)
   against llama.cpp's ``tokenize(add_special=True)``.
 
-The source side is read with transformers' ``AutoTokenizer``, which the converter itself
-requires; each difference is one line naming the token and both ids or behaviours.
+The source side is read with transformers' ``AutoTokenizer`` (which the converter itself
+requires), in a child process (:mod:`.transformers_view`); each difference is one line naming the
+token and both ids or behaviours.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from publisher.evaluation.transformers_view import SAMPLE_TEXT, SOURCE_ROLES, transformers_view
 from publisher.runtimes.llama_cpp import token_piece, vocab
 
 ROLES = ("bos", "eos", "eot", "pad", "unk")
-SOURCE_ROLES = ("bos", "eos", "pad", "unk")  # transformers has no end-of-turn role
-SAMPLE_TEXT = "Hello world"
 SOURCE = "transformers"
 UNK_KEY = "tokenizer.ggml.unknown_token_id"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 
 
 @dataclass(frozen=True)
@@ -60,56 +58,18 @@ def _added_around(plain: list[int], full: list[int]) -> tuple[tuple[int, ...], t
     return tuple(full), ()
 
 
-def tokenizer_stamp(source_dir: Path) -> tuple[tuple[str, int, int], ...]:
-    """Name, modification time and size of each tokenizer file: what the caches of the source's tokenizer key on."""
-    stamps = []
-    for name in _TOKENIZER_FILES:
-        path = source_dir / name
-        if path.is_file():
-            stat = path.stat()
-            stamps.append((name, stat.st_mtime_ns, stat.st_size))
-    return tuple(stamps)
-
-
-def transformers_tokenizer(source_dir: Path) -> Any:
-    """The source's tokenizer as transformers' ``AutoTokenizer`` loads it (cached per folder and file times);
-    None when transformers is not installed or cannot load it."""
-    return _load_tokenizer(source_dir.resolve(), tokenizer_stamp(source_dir))
-
-
-@lru_cache(maxsize=4)
-def _load_tokenizer(source_dir: Path, _stamp: tuple[tuple[str, int, int], ...]) -> Any:
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        return None
-    try:
-        return AutoTokenizer.from_pretrained(str(source_dir), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def source_specials(source_dir: Path) -> SourceSpecials | None:
     """The source's special tokens through transformers; None when transformers cannot load the tokenizer.
 
     Read once per folder (and file times): every file of a build shares its source's tokenizer.
     """
-    return _source_specials(source_dir.resolve(), tokenizer_stamp(source_dir))
-
-
-@lru_cache(maxsize=4)
-def _source_specials(source_dir: Path, _stamp: tuple[tuple[str, int, int], ...]) -> SourceSpecials | None:
-    tok = transformers_tokenizer(source_dir)
-    if tok is None:
+    view = transformers_view(source_dir)
+    if view is None:
         return None
-    roles = {role: getattr(tok, f"{role}_token_id", None) for role in SOURCE_ROLES}
-    added = {int(i): (str(t.content), bool(t.special)) for i, t in tok.added_tokens_decoder.items()}
-    plain = list(tok.encode(SAMPLE_TEXT, add_special_tokens=False))
-    before, after = _added_around(plain, list(tok.encode(SAMPLE_TEXT, add_special_tokens=True)))
-    vocabulary: dict[str, int] = dict(tok.get_vocab())
-    named = {i for i in roles.values() if i is not None} | set(before) | set(after)
-    texts = {i: str(tok.convert_ids_to_tokens(i)) for i in named} | {i: text for i, (text, _) in added.items()}
-    return SourceSpecials(roles=roles, added=added, ids=vocabulary, before=before, after=after, texts=texts)
+    before, after = _added_around(view.plain, view.full)
+    named = {i for i in view.roles.values() if i is not None} | set(before) | set(after)
+    texts = {i: view.texts[i] for i in named} | {i: text for i, (text, _) in view.added.items()}
+    return SourceSpecials(roles=view.roles, added=view.added, ids=view.ids, before=before, after=after, texts=texts)
 
 
 def _token(token: int | None, text: str | None) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from publisher.evaluation.special_tokens import transformers_tokenizer
+from publisher.evaluation.transformers_view import transformers_view
 
 DEFAULT_NAME = "default"
 
@@ -68,11 +68,8 @@ def source_templates(source_dir: Path) -> dict[str, str]:
 
 def transformers_template(source_dir: Path) -> str | None:
     """The chat template transformers applies by default for this source, None if it has none."""
-    tok = transformers_tokenizer(source_dir)
-    template = getattr(tok, "chat_template", None) if tok is not None else None
-    if isinstance(template, dict):
-        template = template.get(DEFAULT_NAME)
-    return template if isinstance(template, str) else None
+    view = transformers_view(source_dir)
+    return view.chat_template if view is not None else None
 
 
 def _label(text: str | None, templates: dict[str, str], default: str) -> str | None:
