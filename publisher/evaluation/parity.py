@@ -22,9 +22,10 @@ from publisher.evaluation.chat_shapes import ShapesReport, compare_shapes, first
 from publisher.evaluation.sample import broad_sample
 from publisher.evaluation.smoke import prompts_of, system_message
 from publisher.evaluation.source_tokenizer import SourceTokenizer, source_tokenizer
-from publisher.evaluation.special_tokens import compare_specials, source_specials, tokenizer_stamp
+from publisher.evaluation.special_tokens import compare_specials, source_specials
 from publisher.evaluation.structure import StructureReport, compare_structure
-from publisher.evaluation.template_source import compare_template_source
+from publisher.evaluation.template_source import compare_template_source, source_templates
+from publisher.evaluation.transformers_view import tokenizer_stamp
 from publisher.gguf_info import vocabulary_sha256
 from publisher.manifest import TemplateResult, TokenizerResult
 from publisher.recipe import Recipe
@@ -222,10 +223,14 @@ def _reading(gguf: Path, llm: Any | None) -> Iterator[Any]:
         yield opened
 
 
+def _recipe_key(recipe: Recipe) -> str:
+    """The recipe's settings parity reads (smoke settings, prompt template, system message)."""
+    return json.dumps([recipe.smoke.model_dump_json(), recipe.model.prompt_template, recipe.model.system_message])
+
+
 def _cache_key(gguf: Path, source_dir: Path, recipe: Recipe) -> tuple[str, ...]:
     """What a parity result depends on: the file's vocabulary, the source's tokenizer files, the recipe's probes."""
-    probes = [recipe.smoke.model_dump_json(), recipe.model.prompt_template, recipe.model.system_message]
-    return (vocabulary_sha256(gguf), str(source_dir.resolve()), repr(tokenizer_stamp(source_dir)), json.dumps(probes))
+    return (vocabulary_sha256(gguf), str(source_dir.resolve()), repr(tokenizer_stamp(source_dir)), _recipe_key(recipe))
 
 
 def tokenizer_parity(gguf: Path, source_dir: Path, recipe: Recipe, llm: Any | None = None) -> TokenizerResult:
@@ -335,7 +340,9 @@ def template_parity(
     the recipe's prompt template; a difference means chat front-ends that use the embedded
     template send a different prompt from the one the card documents. A ``{{ bos_token }}`` the
     embedded template writes first is ignored when the GGUF asks llama.cpp to add BOS itself.
-    ``llm``: ``gguf`` already loaded (any settings).
+    ``llm``: ``gguf`` already loaded (any settings). Like tokenizer parity, it runs once for what
+    the files of a build share: a file with the same template, BOS/EOS texts and source gets the
+    result already computed in this process.
     """
     with _reading(gguf, llm) as llm:
         template = llm.metadata.get("tokenizer.chat_template")
@@ -343,6 +350,21 @@ def template_parity(
         bos_token = str(llm._model.token_get_text(bos_id)) if bos_id >= 0 else ""
         eos_token = str(llm._model.token_get_text(eos_id)) if eos_id >= 0 else ""
         adds_bos = bool(llm._model.add_bos_token())
+    source: tuple[object, ...] = ()
+    if source_dir is not None:
+        source = (str(source_dir.resolve()), tokenizer_stamp(source_dir), sorted(source_templates(source_dir).items()))
+    key = repr((template, bos_token, eos_token, adds_bos, source, _recipe_key(recipe)))
+    if key not in _templates:
+        _templates[key] = _template_parity(recipe, source_dir, template, bos_token, eos_token, adds_bos)
+    return _templates[key]
+
+
+_templates: dict[str, TemplateResult] = {}
+
+
+def _template_parity(
+    recipe: Recipe, source_dir: Path | None, template: str | None, bos_token: str, eos_token: str, adds_bos: bool
+) -> TemplateResult:
     origin: dict[str, Any] = {}
     if source_dir is not None:
         found = compare_template_source(template or None, source_dir)

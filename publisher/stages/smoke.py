@@ -9,9 +9,11 @@ raised: the pipeline reports them once every artifact has been tried.
 
 What it costs beyond llama.cpp's own work is kept small: each file is loaded once for parity,
 template and prompts and once more for quality, one model in memory at a time; the source's
-tokenizer is read once per run, after the reference's logits are computed and freed (not beside
-them: transformers and the sample would add to that peak); tokenizer parity runs once per vocabulary,
-on the first file's open handle.
+tokenizer is read once per run, after the reference's logits are computed and freed; what
+transformers makes of it is read in a short-lived child process, so this process never imports
+transformers; tokenizer and template parity run once per vocabulary and template, on the first
+file's open handle. A vocabulary whose tokenizer would abort llama.cpp (a SentencePiece model
+without byte tokens) is refused before llama.cpp tokenizes anything: one failure line per file.
 """
 
 from __future__ import annotations
