@@ -9,6 +9,7 @@ without the tokenizer needing any of it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -22,10 +23,10 @@ def first_line(err: BaseException) -> str:
 
 def read(request: dict[str, Any]) -> dict[str, Any]:
     """What transformers makes of the tokenizer in ``request["source_dir"]``; ``loaded`` false when it cannot."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
+    if importlib.util.find_spec("transformers") is None:
         return {"loaded": False}
+    from transformers import AutoTokenizer  # installed but broken: the parent reports the traceback's last line
+
     try:
         tok = AutoTokenizer.from_pretrained(request["source_dir"], local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError):
@@ -68,7 +69,7 @@ def main() -> None:
     answer = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.modules["torch"] = None  # type: ignore[assignment]  # transformers then treats torch as absent
-    json.dump(read(json.loads(sys.stdin.read())), answer, ensure_ascii=False)
+    json.dump(read(json.loads(sys.stdin.read())), answer)
     answer.close()
 
 
