@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,11 +47,20 @@ def test_the_parent_never_imports_transformers_or_torch() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_a_tokenizer_transformers_chokes_on_is_a_one_line_error(tmp_path: Path) -> None:
-    config = {"tokenizer_class": "GPT2Tokenizer"}
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "nonsense"}}', encoding="utf-8")
+def test_a_broken_transformers_install_is_a_one_line_error_not_a_silent_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not a stand-in for transformers' work: an installation that fails on import, as a bad upgrade does.
+    broken = tmp_path / "site" / "transformers"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise RuntimeError('half-installed')\n", encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", f"{broken.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}), encoding="utf-8")
     with pytest.raises(SmokeTestError) as err:
-        transformers_view(tmp_path)
+        transformers_view(source)
     message = str(err.value)
-    assert "\n" not in message and message.startswith(f"{tmp_path.resolve()}: transformers failed reading")
+    assert "\n" not in message
+    assert message.startswith(f"{source.resolve()}: transformers failed reading the source tokenizer (")
+    assert "RuntimeError: half-installed" in message
