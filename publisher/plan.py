@@ -29,9 +29,10 @@ from publisher.source import recorded_or_read
 
 MB = 1_000_000
 # Resident memory of a Python process with publisher's imports, and of one that also holds the
-# source tokenizer (transformers) and numpy buffers for the smoke stage.
+# source tokenizer (the tokenizers library; transformers runs in a child of about 130 MB) and numpy
+# buffers for the smoke stage.
 PYTHON_BASE = 85 * MB
-SMOKE_BASE = 330 * MB
+SMOKE_BASE = 80 * MB
 # The converter (torch, the gguf writer) before it holds a tensor, and how much of the largest
 # tensor in f32 comes on top: fitted on three peaks measured by bench/ (588 MB at 135M, 718 MB at
 # 304M, 719 MB at 1.1B parameters; each within 7 %).
