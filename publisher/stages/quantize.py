@@ -6,8 +6,10 @@ the main thread shows progress from llama.cpp's per-tensor log lines, which are 
 ``quantize.imatrix.*`` keys go in through ``params.imatrix`` and ``params.kv_overrides`` exactly as
 ``llama-quantize --imatrix`` passes them; a variant's tensor types go in through
 ``token_embedding_type``, ``output_tensor_type`` and ``tt_overrides``. Each file is written under
-a hidden temporary name and renamed when complete; its size, sha256 and real bits per weight (read
-from the file's tensor types) are then recorded.
+a hidden temporary name and renamed when complete. A second thread then flushes it to disk, hashes
+it and reads its real bits per weight (from the file's tensor types) while the next type
+quantizes; only then are its size, sha256 and bits per weight recorded, so the manifest never
+claims a file whose bytes may not be on disk yet.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from pathlib import Path
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from publisher import gguf_info, importance
-from publisher.errors import ManifestError, QuantizationError
+from publisher.errors import DiskSpaceError, ManifestError, QuantizationError
 from publisher.formats import gguf_quants
-from publisher.manifest import Artifact, atomic_path, disk_full_error, fingerprint, guard_write
+from publisher.manifest import Artifact, atomic_path, disk_full_error, fingerprint, flush_to_disk, guard_write
 from publisher.runtimes import llama_cpp
 from publisher.runtimes.llama_cpp import LlamaLog
 from publisher.stages import BuildContext, Stage, register
@@ -169,17 +171,18 @@ class QuantizeStage(Stage):
         todo = [t for t in ctx.selected_types() if forced or not artifact_current(ctx, t)]
         imatrix = load_imatrix(ctx, reference) if todo else None
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-        # Each file is hashed in a second thread while the next type quantizes (hashlib releases the
-        # GIL), and recorded once its hash is in; a failure still records the files already made.
+        # Each file is flushed and hashed in a second thread while the next type quantizes (fsync and
+        # hashlib release the GIL), and recorded once that is done; a failure still records the files
+        # already made.
         made: _Made | None = None
         with (
             Progress(*columns, console=ctx.console, transient=True) as progress,
-            ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher,
+            ThreadPoolExecutor(1, thread_name_prefix="settle") as settler,
         ):
             try:
                 for quant_type in todo:
                     following = self._make(ctx, reference, quant_type, progress, imatrix)
-                    following.sha256 = hasher.submit(ctx.hash_file, following.target)
+                    following.settled = settler.submit(settle, ctx, following.target)
                     if made is not None:
                         self._record(ctx, made, imatrix)
                     made = following
@@ -200,16 +203,15 @@ class QuantizeStage(Stage):
         ctx.forget(work_key(quant_type))
         ctx.manifest.artifacts.pop(quant_type, None)
         target = ctx.build_dir / ctx.recipe.artifact_filename(quant_type)
-        with atomic_path(target) as tmp:
+        with atomic_path(target, durable=False) as tmp:  # flushed by settle(), before it is recorded
             note = quantize_file(ctx, reference, tmp, quant_type, progress, imatrix)
         return _Made(quant_type, target, note, time.perf_counter() - started)
 
     def _record(self, ctx: BuildContext, made: _Made, imatrix: llama_cpp.QuantizerImatrix | None) -> None:
         quant_type, target = made.quant_type, made.target
-        assert made.sha256 is not None
-        sha256 = made.sha256.result()
+        assert made.settled is not None
+        sha256, bpw = made.settled.result()
         fp = settings(ctx, quant_type)
-        bpw = gguf_info.bits_per_weight(target)
         variant = ctx.recipe.quantize.variant(quant_type)
         overrides = {"token_embd.weight": variant.token_embd, "output.weight": variant.output}
         ctx.manifest.artifacts[quant_type] = Artifact(
@@ -236,12 +238,26 @@ class QuantizeStage(Stage):
         )
 
 
+def settle(ctx: BuildContext, target: Path) -> tuple[str, float]:
+    """Flush a new quant file to disk, then its sha256 and real bits per weight: what recording it needs.
+
+    Flushed before it is hashed, so the hash cache never vouches for bytes a crash could still lose.
+    A file that cannot be flushed is removed: it was never recorded, and a rerun makes it again.
+    """
+    try:
+        flush_to_disk(target)
+    except (OSError, DiskSpaceError):
+        target.unlink(missing_ok=True)
+        raise
+    return ctx.hash_file(target), gguf_info.bits_per_weight(target)
+
+
 @dataclass
 class _Made:
-    """A quant file just written: what to record once its hash (computed in the background) is in."""
+    """A quant file just written: what to record once it is settled on disk (in the background)."""
 
     quant_type: str
     target: Path
     note: str | None
     seconds: float
-    sha256: Future[str] | None = None
+    settled: Future[tuple[str, float]] | None = None
