@@ -137,10 +137,10 @@ def run(
             ("gptq", bench_gptq),
         ):
             # Smoke runs on the demo and at 1.1B (the scale model, whose random answers are noise but cost the
-            # same work), not on the 304M model in between; parity's share is a figure of the demo's; GPTQ runs
-            # on the demo only (minutes per run).
+            # same work), not on the 304M model in between; so does quality. Parity's share is a figure of the
+            # demo's; GPTQ runs on the demo only (minutes per run).
             demo_only = ("parity", "gptq")
-            skipped = (name == "smoke" and subject is large) or (name in demo_only and subject is not demo)
+            skipped = (name in ("smoke", "quality") and subject is large) or (name in demo_only and subject is not demo)
             if name in sections and not skipped:
                 entry = section(name, subject, fn)
                 if entry is not None:

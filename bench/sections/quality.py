@@ -12,7 +12,9 @@ Both sides run in a fresh process (``bench.worker``), alternately, on the same f
   then once per quant with ``--kl-divergence`` (which reads the tokens back from that file). Same
   text file, context (``-c``), chunks (``--chunks``), threads and GPU layers; ``-b`` set to the
   context so each pass evaluates one chunk, as publisher does (llama-perplexity would otherwise put
-  several chunks in one batch). Whole processes, timed one after the other.
+  several chunks in one batch), and flash attention off, as llama-cpp-python has it by default
+  (llama-perplexity's ``auto`` turns it on, which moves a Q2_K's perplexity by a few tenths of a
+  percent). Whole processes, timed one after the other.
 
 Tokens: publisher tokenizes the text without BOS and sets each chunk's first token to BOS when the
 model adds one; llama-perplexity tokenizes with BOS prepended to the whole text and sets the same
@@ -111,7 +113,8 @@ def publisher_side(args: dict[str, Any]) -> dict[str, Any]:
 def perplexity_commands(args: dict[str, Any]) -> list[list[str]]:
     """llama-perplexity's command lines: the reference with ``--kl-divergence-base``, then each quant."""
     common = ["-c", str(args["context"]), "-b", str(args["context"]), "-t", str(args["threads"])]
-    common += ["-ngl", str(args["gpu_layers"]), "--kl-divergence-base", args["base"]]
+    # flash attention off: llama-cpp-python's default, which publisher keeps
+    common += ["-ngl", str(args["gpu_layers"]), "-fa", "off", "--kl-divergence-base", args["base"]]
     reference = [args["program"], "-m", args["reference"], "-f", args["text"], "--chunks", str(args["chunks"])]
     return [reference + common] + [[args["program"], "-m", q, *common, "--kl-divergence"] for q in args["quants"]]
 
@@ -168,9 +171,14 @@ def bench_quality(bench: Bench, subject: Subject) -> dict[str, Any]:
     reference = subject.reference()
     quants = [str(subject.build_dir / manifest["artifacts"][t]["path"]) for t in subject.types]
     settings = recipe.smoke.quality
-    ours = {"side": "publisher", "recipe": str(subject.recipe_path), "reference": str(reference), "quants": quants}
+    ours: dict[str, Any] = {
+        "side": "publisher",
+        "recipe": str(subject.recipe_path),
+        "reference": str(reference),
+        "quants": quants,
+    }
     ours["logits"] = str(folder / "reference-logits.npz")
-    theirs = {
+    theirs: dict[str, Any] = {
         "side": "direct",
         "program": str(program),
         "reference": str(reference),

@@ -14,10 +14,13 @@ claims a file whose bytes may not be on disk yet.
 
 from __future__ import annotations
 
+import contextvars
+import os
 import re
 import shutil
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from publisher.stages import BuildContext, Stage, register
 
 # Free bytes under which a failed quantization is blamed on a full disk (llama.cpp does not say).
 FULL_DISK_BYTES = 1024 * 1024
+WRITE_BACK_S = 0.25  # how often a quant file being written is pushed to disk
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback")
 
@@ -171,24 +175,28 @@ class QuantizeStage(Stage):
         todo = [t for t in ctx.selected_types() if forced or not artifact_current(ctx, t)]
         imatrix = load_imatrix(ctx, reference) if todo else None
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-        # Each file is flushed and hashed in a second thread while the next type quantizes (fsync and
-        # hashlib release the GIL), and recorded once that is done; a failure still records the files
-        # already made.
-        made: _Made | None = None
+        # Forget first, in one save: a crash from here on leaves no record claiming an old file is current.
+        for quant_type in todo:
+            ctx.manifest.stages.pop(work_key(quant_type), None)
+            ctx.manifest.artifacts.pop(quant_type, None)
+        ctx.save()
+        # Each file is flushed, hashed and recorded by a second thread while the next type quantizes
+        # (fsync and hashlib release the GIL), so the main thread never waits for the disk between
+        # types; the manifest is only touched there. A failure still records the files already made.
+        settling: list[Future[None]] = []
         with (
             Progress(*columns, console=ctx.console, transient=True) as progress,
             ThreadPoolExecutor(1, thread_name_prefix="settle") as settler,
         ):
             try:
                 for quant_type in todo:
-                    following = self._make(ctx, reference, quant_type, progress, imatrix)
-                    following.settled = settler.submit(settle, ctx, following.target)
-                    if made is not None:
-                        self._record(ctx, made, imatrix)
-                    made = following
+                    made = self._make(ctx, reference, quant_type, progress, imatrix, settler)
+                    # with this thread's context: the settle thread's writes pass the same write guard
+                    settling.append(settler.submit(contextvars.copy_context().run, self._settle, ctx, made, imatrix))
             finally:
-                if made is not None:
-                    self._record(ctx, made, imatrix)
+                wait(settling)
+        for done in settling:
+            done.result()  # a file that could not be flushed or recorded (once every type is made)
 
     def _make(
         self,
@@ -197,20 +205,33 @@ class QuantizeStage(Stage):
         quant_type: str,
         progress: Progress,
         imatrix: llama_cpp.QuantizerImatrix | None,
+        settler: ThreadPoolExecutor,
     ) -> _Made:
         started = time.perf_counter()
-        # Forget first: a crash from here on leaves no record claiming the old file is current.
-        ctx.forget(work_key(quant_type))
-        ctx.manifest.artifacts.pop(quant_type, None)
         target = ctx.build_dir / ctx.recipe.artifact_filename(quant_type)
-        with atomic_path(target, durable=False) as tmp:  # flushed by settle(), before it is recorded
-            note = quantize_file(ctx, reference, tmp, quant_type, progress, imatrix)
+        with atomic_path(target, durable=False) as tmp:  # flushed by _settle, before it is recorded
+            written = threading.Event()
+            settler.submit(write_back, tmp, written)  # once the previous file is settled
+            try:
+                note = quantize_file(ctx, reference, tmp, quant_type, progress, imatrix)
+            finally:
+                written.set()
         return _Made(quant_type, target, note, time.perf_counter() - started)
 
-    def _record(self, ctx: BuildContext, made: _Made, imatrix: llama_cpp.QuantizerImatrix | None) -> None:
+    def _settle(self, ctx: BuildContext, made: _Made, imatrix: llama_cpp.QuantizerImatrix | None) -> None:
+        """Flush a new quant file to disk, then hash it, read its real bits per weight and record it.
+
+        Flushed before it is hashed, so neither the manifest nor the hash cache ever vouches for bytes
+        a crash could still lose. A file that cannot be flushed is removed: it was never recorded, and
+        a rerun makes it again.
+        """
         quant_type, target = made.quant_type, made.target
-        assert made.settled is not None
-        sha256, bpw = made.settled.result()
+        try:
+            flush_to_disk(target)
+        except (OSError, DiskSpaceError):
+            target.unlink(missing_ok=True)
+            raise
+        sha256, bpw = ctx.hash_file(target), gguf_info.bits_per_weight(target)
         fp = settings(ctx, quant_type)
         variant = ctx.recipe.quantize.variant(quant_type)
         overrides = {"token_embd.weight": variant.token_embd, "output.weight": variant.output}
@@ -238,26 +259,22 @@ class QuantizeStage(Stage):
         )
 
 
-def settle(ctx: BuildContext, target: Path) -> tuple[str, float]:
-    """Flush a new quant file to disk, then its sha256 and real bits per weight: what recording it needs.
+def write_back(path: Path, written: threading.Event) -> None:
+    """Send what llama.cpp has written of ``path`` so far to the disk, every quarter second until ``written``.
 
-    Flushed before it is hashed, so the hash cache never vouches for bytes a crash could still lose.
-    A file that cannot be flushed is removed: it was never recorded, and a rerun makes it again.
+    The flush that must precede recording the file then has only the last moments' bytes left to
+    wait for, instead of the whole file after the last type.
     """
-    try:
-        flush_to_disk(target)
-    except (OSError, DiskSpaceError):
-        target.unlink(missing_ok=True)
-        raise
-    return ctx.hash_file(target), gguf_info.bits_per_weight(target)
+    with path.open("rb") as handle:
+        while not written.wait(WRITE_BACK_S):
+            os.fdatasync(handle.fileno())
 
 
 @dataclass
 class _Made:
-    """A quant file just written: what to record once it is settled on disk (in the background)."""
+    """A quant file just written, to be flushed, hashed and recorded in the background."""
 
     quant_type: str
     target: Path
     note: str | None
     seconds: float
-    settled: Future[tuple[str, float]] | None = None

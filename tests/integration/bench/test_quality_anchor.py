@@ -54,10 +54,12 @@ def test_publisher_and_llama_perplexity_agree_on_the_same_tokens(
         assert stored["chunks"].shape == (CHUNKS, recipe.smoke.quality.context_length)
         assert same_tokens(stored["chunks"], base_file_tokens(base)) == {"same_tokens": True, "same_first_tokens": True}
     ref_name, quant_name = Path(reference).name, Path(quant).name
-    assert ours["files"][ref_name]["perplexity"] == pytest.approx(theirs["files"][ref_name]["perplexity"], rel=2e-3)
+    # The same logits on both sides: perplexities agree to publisher's four decimals.
+    assert ours["files"][ref_name]["perplexity"] == pytest.approx(theirs["files"][ref_name]["perplexity"], rel=1e-5)
     ours_q, theirs_q = ours["files"][quant_name], theirs["files"][quant_name]
-    assert ours_q["perplexity"] == pytest.approx(theirs_q["perplexity"], rel=2e-3)
-    assert theirs_q["kl_divergence"] > 0.01  # Q2_K of a 135M model is far from its reference
-    assert ours_q["kl_divergence"] == pytest.approx(theirs_q["kl_divergence"], rel=0.03)
-    assert ours_q["top1_agreement"] == pytest.approx(theirs_q["top1_agreement"], abs=0.01)
+    assert ours_q["perplexity"] == pytest.approx(theirs_q["perplexity"], rel=1e-5)
+    assert theirs_q["kl_divergence"] > 0.1  # Q2_K of a 135M model is far from its reference
+    # The reference's log-probabilities are stored as float16 here, as 16-bit steps there.
+    assert ours_q["kl_divergence"] == pytest.approx(theirs_q["kl_divergence"], rel=0.01)
+    assert ours_q["top1_agreement"] == pytest.approx(theirs_q["top1_agreement"], abs=2e-3)
     assert ours["work_s"] > 0 and theirs["work_s"] > 0 and theirs["cpu_s"] > 0

@@ -103,7 +103,7 @@ def test_commands_share_context_batch_and_base_file() -> None:
         assert cmd[1:3] == ["-m", quant] and cmd[-1] == "--kl-divergence" and "-f" not in cmd
     for cmd in (reference, *quants):
         joined = " ".join(cmd)
-        assert "-c 256 -b 256 -t 2 -ngl 0 --kl-divergence-base base.bin" in joined
+        assert "-c 256 -b 256 -t 2 -ngl 0 -fa off --kl-divergence-base base.bin" in joined
 
 
 def _reports() -> dict[str, dict[str, object]]:
