@@ -265,7 +265,11 @@ def write_back(path: Path, written: threading.Event) -> None:
     The flush that must precede recording the file then has only the last moments' bytes left to
     wait for, instead of the whole file after the last type.
     """
-    with path.open("rb") as handle:
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:  # already complete and renamed while the previous file settled
+        return
+    with handle:
         while not written.wait(WRITE_BACK_S):
             os.fdatasync(handle.fileno())
 
