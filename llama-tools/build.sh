@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Build llama.cpp's llama-imatrix and llama-quantize into DEST (make tools): the sources are the
-# llama.cpp vendored in the installed llama-cpp-python's own sdist, so the tools run the same
-# llama.cpp commit as the in-process quantizer. The shared libraries of the installed llama_cpp
-# package are copied into DEST/lib and linked, so only the tools themselves compile.
-# Usage: build.sh DEST PYTHON
+# Build llama.cpp's own tools into DEST/bin (make tools): by default llama-imatrix, llama-quantize and
+# llama-perplexity. The sources are the llama.cpp vendored in the installed llama-cpp-python's own sdist, so
+# the tools run the same llama.cpp commit as the in-process quantizer. The shared libraries of the installed
+# llama_cpp package are copied into DEST/lib and linked, so only the tools themselves compile. Tools already
+# in DEST/bin are kept: a cache made before a tool joined the list compiles just the new one.
+# Usage: build.sh DEST PYTHON [TOOL...]
 set -euo pipefail
 dest=$1
 python=$2
-here=$(cd "$(dirname "$0")" && pwd)
+shift 2
+if [ $# -gt 0 ]; then wanted=("$@"); else wanted=(llama-imatrix llama-quantize llama-perplexity); fi
 version=$("$python" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')
+missing=()
+for tool in "${wanted[@]}"; do
+    [ -x "$dest/bin/$tool" ] || missing+=("$tool")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    [ -f "$dest/BUILD_INFO" ] || printf 'llama-cpp-python %s\n' "$version" >"$dest/BUILD_INFO"
+    echo "$dest: ${wanted[*]} already built"
+    exit 0
+fi
+here=$(cd "$(dirname "$0")" && pwd)
 libs=$("$python" -c 'import llama_cpp, pathlib; print(pathlib.Path(llama_cpp.__file__).parent / "lib")')
 work=$(mktemp -d)
 trap 'rm -rf "$work" "$dest.partial"' EXIT
@@ -20,6 +32,7 @@ tar -xzf "$work"/llama_cpp_python-"$version".tar.gz -C "$work"
 src="$work/llama_cpp_python-$version/vendor/llama.cpp"
 
 rm -rf "$dest.partial"
+if [ -d "$dest/bin" ]; then cp -a "$dest" "$dest.partial"; fi
 mkdir -p "$dest.partial/lib" "$dest.partial/bin"
 cp -a "$libs"/lib*.so* "$dest.partial/lib/"
 # llama-common ships beside the package (scikit-build installs it under the prefix's lib/).
@@ -29,11 +42,13 @@ if [ ! -e "$dest.partial/lib/libllama-common.so" ]; then
     cp -a "$(dirname "$common")"/libllama-common.so* "$dest.partial/lib/"
 fi
 
-cmake -S "$here" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_SRC="$src" \
+tools=$(IFS=';'; echo "${missing[*]}")
+cmake -S "$here" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_SRC="$src" -DTOOLS="$tools" \
     -DLLAMA_LIBS="$dest.partial/lib" -DCMAKE_INSTALL_PREFIX="$dest.partial" >"$work/cmake.log"
 cmake --build "$work/build" -j "${JOBS:-$(nproc)}"
 cmake --install "$work/build" >/dev/null
-printf 'llama-cpp-python %s\nbuilt in %ss\n' "$version" "$(( $(date +%s) - started ))" >"$dest.partial/BUILD_INFO"
+[ -f "$dest.partial/BUILD_INFO" ] || printf 'llama-cpp-python %s\n' "$version" >"$dest.partial/BUILD_INFO"
+printf 'built %s in %ss\n' "${missing[*]}" "$(( $(date +%s) - started ))" >>"$dest.partial/BUILD_INFO"
 rm -rf "$dest"
 mv "$dest.partial" "$dest"
 cat "$dest/BUILD_INFO"

@@ -310,11 +310,14 @@ def _size(n: int) -> str:
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
+def atomic_path(target: Path, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` only if the block succeeds.
 
     ``target`` must pass :func:`guard_write`. A full disk becomes :class:`DiskSpaceError` and
-    leaves neither the temporary file nor a changed ``target``.
+    leaves neither the temporary file nor a changed ``target``. The file's bytes are flushed to
+    disk before the rename; with ``durable=False`` they are not, and the caller must call
+    :func:`flush_to_disk` before the manifest records the file (the quantize stage does that in the
+    background, while the next type is made).
     """
     guard_write(target)
     try:
@@ -330,8 +333,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; published files must be readable like any other
     try:
         yield tmp
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, target)
     except OSError as err:
         if err.errno not in DISK_FULL:
@@ -367,6 +370,24 @@ def replace_large(source: Path, target: Path) -> threading.Thread | None:
     thread = threading.Thread(target=discard, name="discard")
     thread.start()
     return thread
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def flush_to_disk(path: Path) -> None:
+    """Wait until the bytes of ``path`` (written by :func:`atomic_path` with ``durable=False``) are on disk.
+
+    A disk that turns out full only now becomes :class:`DiskSpaceError`.
+    """
+    try:
+        _fsync(path)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        raise disk_full_error(path.parent, path.stat().st_size) from None
 
 
 def _umask() -> int:

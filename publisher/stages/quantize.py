@@ -6,31 +6,37 @@ the main thread shows progress from llama.cpp's per-tensor log lines, which are 
 ``quantize.imatrix.*`` keys go in through ``params.imatrix`` and ``params.kv_overrides`` exactly as
 ``llama-quantize --imatrix`` passes them; a variant's tensor types go in through
 ``token_embedding_type``, ``output_tensor_type`` and ``tt_overrides``. Each file is written under
-a hidden temporary name and renamed when complete; its size, sha256 and real bits per weight (read
-from the file's tensor types) are then recorded.
+a hidden temporary name and renamed when complete. A second thread then flushes it to disk, hashes
+it and reads its real bits per weight (from the file's tensor types) while the next type
+quantizes; only then are its size, sha256 and bits per weight recorded, so the manifest never
+claims a file whose bytes may not be on disk yet.
 """
 
 from __future__ import annotations
 
+import contextvars
+import os
 import re
 import shutil
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from publisher import gguf_info, importance
-from publisher.errors import ManifestError, QuantizationError
+from publisher.errors import DiskSpaceError, ManifestError, QuantizationError
 from publisher.formats import gguf_quants
-from publisher.manifest import Artifact, atomic_path, disk_full_error, fingerprint, guard_write
+from publisher.manifest import Artifact, atomic_path, disk_full_error, fingerprint, flush_to_disk, guard_write
 from publisher.runtimes import llama_cpp
 from publisher.runtimes.llama_cpp import LlamaLog
 from publisher.stages import BuildContext, Stage, register
 
 # Free bytes under which a failed quantization is blamed on a full disk (llama.cpp does not say).
 FULL_DISK_BYTES = 1024 * 1024
+WRITE_BACK_S = 0.25  # how often a quant file being written is pushed to disk
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback")
 
@@ -169,23 +175,28 @@ class QuantizeStage(Stage):
         todo = [t for t in ctx.selected_types() if forced or not artifact_current(ctx, t)]
         imatrix = load_imatrix(ctx, reference) if todo else None
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-        # Each file is hashed in a second thread while the next type quantizes (hashlib releases the
-        # GIL), and recorded once its hash is in; a failure still records the files already made.
-        made: _Made | None = None
+        # Forget first, in one save: a crash from here on leaves no record claiming an old file is current.
+        for quant_type in todo:
+            ctx.manifest.stages.pop(work_key(quant_type), None)
+            ctx.manifest.artifacts.pop(quant_type, None)
+        ctx.save()
+        # Each file is flushed, hashed and recorded by a second thread while the next type quantizes
+        # (fsync and hashlib release the GIL), so the main thread never waits for the disk between
+        # types; the manifest is only touched there. A failure still records the files already made.
+        settling: list[Future[None]] = []
         with (
             Progress(*columns, console=ctx.console, transient=True) as progress,
-            ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher,
+            ThreadPoolExecutor(1, thread_name_prefix="settle") as settler,
         ):
             try:
                 for quant_type in todo:
-                    following = self._make(ctx, reference, quant_type, progress, imatrix)
-                    following.sha256 = hasher.submit(ctx.hash_file, following.target)
-                    if made is not None:
-                        self._record(ctx, made, imatrix)
-                    made = following
+                    made = self._make(ctx, reference, quant_type, progress, imatrix, settler)
+                    # with this thread's context: the settle thread's writes pass the same write guard
+                    settling.append(settler.submit(contextvars.copy_context().run, self._settle, ctx, made, imatrix))
             finally:
-                if made is not None:
-                    self._record(ctx, made, imatrix)
+                wait(settling)
+        for done in settling:
+            done.result()  # a file that could not be flushed or recorded (once every type is made)
 
     def _make(
         self,
@@ -194,22 +205,34 @@ class QuantizeStage(Stage):
         quant_type: str,
         progress: Progress,
         imatrix: llama_cpp.QuantizerImatrix | None,
+        settler: ThreadPoolExecutor,
     ) -> _Made:
         started = time.perf_counter()
-        # Forget first: a crash from here on leaves no record claiming the old file is current.
-        ctx.forget(work_key(quant_type))
-        ctx.manifest.artifacts.pop(quant_type, None)
         target = ctx.build_dir / ctx.recipe.artifact_filename(quant_type)
-        with atomic_path(target) as tmp:
-            note = quantize_file(ctx, reference, tmp, quant_type, progress, imatrix)
+        with atomic_path(target, durable=False) as tmp:  # flushed by _settle, before it is recorded
+            written = threading.Event()
+            settler.submit(write_back, tmp, written)  # once the previous file is settled
+            try:
+                note = quantize_file(ctx, reference, tmp, quant_type, progress, imatrix)
+            finally:
+                written.set()
         return _Made(quant_type, target, note, time.perf_counter() - started)
 
-    def _record(self, ctx: BuildContext, made: _Made, imatrix: llama_cpp.QuantizerImatrix | None) -> None:
+    def _settle(self, ctx: BuildContext, made: _Made, imatrix: llama_cpp.QuantizerImatrix | None) -> None:
+        """Flush a new quant file to disk, then hash it, read its real bits per weight and record it.
+
+        Flushed before it is hashed, so neither the manifest nor the hash cache ever vouches for bytes
+        a crash could still lose. A file that cannot be flushed is removed: it was never recorded, and
+        a rerun makes it again.
+        """
         quant_type, target = made.quant_type, made.target
-        assert made.sha256 is not None
-        sha256 = made.sha256.result()
+        try:
+            flush_to_disk(target)
+        except (OSError, DiskSpaceError):
+            target.unlink(missing_ok=True)
+            raise
+        sha256, bpw = ctx.hash_file(target), gguf_info.bits_per_weight(target)
         fp = settings(ctx, quant_type)
-        bpw = gguf_info.bits_per_weight(target)
         variant = ctx.recipe.quantize.variant(quant_type)
         overrides = {"token_embd.weight": variant.token_embd, "output.weight": variant.output}
         ctx.manifest.artifacts[quant_type] = Artifact(
@@ -236,12 +259,26 @@ class QuantizeStage(Stage):
         )
 
 
+def write_back(path: Path, written: threading.Event) -> None:
+    """Send what llama.cpp has written of ``path`` so far to the disk, every quarter second until ``written``.
+
+    The flush that must precede recording the file then has only the last moments' bytes left to
+    wait for, instead of the whole file after the last type.
+    """
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:  # already complete and renamed while the previous file settled
+        return
+    with handle:
+        while not written.wait(WRITE_BACK_S):
+            os.fdatasync(handle.fileno())
+
+
 @dataclass
 class _Made:
-    """A quant file just written: what to record once its hash (computed in the background) is in."""
+    """A quant file just written, to be flushed, hashed and recorded in the background."""
 
     quant_type: str
     target: Path
     note: str | None
     seconds: float
-    sha256: Future[str] | None = None
