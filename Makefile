@@ -95,7 +95,7 @@ bench: setup
 
 # A 1.1B random Llama (TinyLlama's shape) measured and merged into bench/results.json beside the others.
 bench-scale: setup
-	$(PY) -m bench --models scale --sections convert,quantize,imatrix,smoke,build --rounds 2 --merge
+	$(PY) -m bench --models scale --sections convert,quantize,imatrix,smoke,quality,build --rounds 2 --merge
 
 clean:
 	rm -rf build hub .pytest_cache .mypy_cache .ruff_cache tests/artifacts

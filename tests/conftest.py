@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HUGGING_FACE_HUB_TOKEN", None)
+
+# A shell starts a background job (`make test &`) with SIGINT ignored, and an ignored signal stays
+# ignored across exec: the Ctrl-C tests' child processes would never see their interrupt. A handler
+# is reset to the default on exec instead, so installing Python's own here gives every child one.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The machine running the tests is shared and slow at times: no per-example deadline.
 settings.register_profile("publisher", deadline=None)
