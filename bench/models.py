@@ -10,8 +10,10 @@ tokenizer files are copied again whenever the demo model's differ.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,9 +93,23 @@ def generated_model(spec: LlamaSpec = LlamaSpec(), *, cache_dir: Path = CACHE_DI
     wanted = asdict(spec)
     marker = dest / MARKER
     if not (marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == wanted):
-        _generate(spec, dest)
+        _in_child(_generate, spec, dest)
     _sync_tokenizer(dest)
     return BenchModel(key, dest, f"Llama {millions}M, random weights (generated)", random_weights=True)
+
+
+def _in_child(generate: Callable[..., None], *args: Any) -> None:
+    """Run ``generate`` in a fresh interpreter, so the bench process never holds torch or the weights.
+
+    Linux hands a parent's peak RSS on to the children it starts (an exec'd child's ``ru_maxrss``
+    starts from the peak of the memory it was started from), so a bench process that had generated
+    a model in itself would report at least that peak for every side of every comparison after it.
+    """
+    child = multiprocessing.get_context("spawn").Process(target=generate, args=args)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"generating the benchmark model failed (exit status {child.exitcode})")
 
 
 def _sync_tokenizer(dest: Path) -> None:
@@ -171,7 +187,7 @@ def scale_model(spec: LlamaSpec = SCALE_SPEC, *, cache_dir: Path = CACHE_DIR) ->
     wanted = asdict(spec) | {"tokenizer": f"sentencepiece-bpe-{SPM_VOCAB}"}
     marker = dest / MARKER
     if not (marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == wanted):
-        _generate_direct(spec, dest, wanted)
+        _in_child(_generate_direct, spec, dest, wanted)
     return BenchModel(key, dest, f"Llama {millions}M (TinyLlama's shape), random weights (generated)", True)
 
 
