@@ -44,6 +44,7 @@ TEXT_FILE = "quality.txt"
 
 Floats = npt.NDArray[np.floating[Any]]
 Ints = npt.NDArray[np.int32]
+Kept = npt.NDArray[np.float16] | tuple[Ints, Floats, Floats]  # one chunk of the reference, as stored
 
 
 def quality_text(recipe: Recipe) -> str:
@@ -64,6 +65,14 @@ def log_softmax(logits: npt.NDArray[Any]) -> Floats:
     norm = np.log(np.exp(shifted).sum(axis=-1, keepdims=True, dtype=np.float64)).astype(np.float32)
     result: Floats = shifted - norm
     return result
+
+
+def row_logsumexp(x: Floats) -> tuple[npt.NDArray[np.float64], Floats]:
+    """``log(sum(exp(x)))`` per row of float32 ``x`` (float64 sums), and ``exp(x - rowmax)`` beside it."""
+    peak = x.max(axis=-1, keepdims=True)
+    expd: Floats = np.exp(x - peak)
+    lse = peak[:, 0].astype(np.float64) + np.log(expd.sum(axis=-1, dtype=np.float64))
+    return lse, expd
 
 
 def top_k(logp: Floats, k: int) -> tuple[Ints, Floats, Floats]:
@@ -124,11 +133,14 @@ def _open_for_logits(gguf: Path, recipe: Recipe) -> Any:
     )
 
 
-def _chunk_logp(llm: Any, chunk: Ints, first: int) -> Floats:
-    """Log-probs predicting tokens ``first+1 .. n-1`` of a chunk evaluated from an empty context."""
+def _chunk_scores(llm: Any, chunk: Ints, first: int) -> tuple[Floats, npt.NDArray[np.float64]]:
+    """The raw logits predicting tokens ``first+1 .. n-1`` of a chunk evaluated from an empty context
+    (a view of llama-cpp-python's buffer, valid until the next evaluation), and their row log-sum-exps:
+    a row minus its log-sum-exp is its log-softmax, which is never materialised."""
     llm.reset()
     llm.eval(chunk.tolist())
-    return log_softmax(llm.scores[first : len(chunk) - 1])
+    scores: Floats = llm.scores[first : len(chunk) - 1]
+    return scores, row_logsumexp(scores)[0]
 
 
 def _chunks(llm: Any, text: str, recipe: Recipe) -> Ints:
@@ -158,30 +170,59 @@ class ReferenceLogits:
     top_logp: npt.NDArray[np.float32] | None = None
     rest_logp: Floats | None = None
 
-    def kl(self, rows: slice, quant_logp: Floats) -> Floats:
-        """KL(reference || quant) for the scored positions ``rows``, given the quant's log-probs there."""
-        if self.full_logp is not None:
-            return kl_full(log_softmax(self.full_logp[rows]), quant_logp)
-        assert self.top_ids is not None and self.top_logp is not None and self.rest_logp is not None
-        quant_top = np.take_along_axis(quant_logp, self.top_ids[rows].astype(np.intp), axis=-1)
-        return kl_top_k(self.top_logp[rows], self.rest_logp[rows], quant_top)
+    def kl(self, rows: slice, scores: Floats, lse: npt.NDArray[np.float64] | None = None) -> Floats:
+        """KL(reference || quant) for the scored positions ``rows``, given the quant's raw logits there
+        (or its log-probs) and their row log-sum-exps (see :func:`_chunk_scores`; computed when not given).
+
+        With full storage this is :func:`kl_full` of the renormalised reference against the quant's
+        log-softmax, computed without either array: ``sum p (r - q)`` with ``r - q`` formed as
+        ``(reference - scores) + (lse_quant - lse_reference)``, so the float32 sum runs over terms
+        that are small where ``p`` is large. Three passes over the vocabulary fewer per row, and no
+        log-softmax array of either side.
+        """
+        if lse is None:
+            lse = row_logsumexp(np.asarray(scores, dtype=np.float32))[0]
+        if self.full_logp is None:
+            assert self.top_ids is not None and self.top_logp is not None and self.rest_logp is not None
+            quant_top = np.take_along_axis(scores, self.top_ids[rows].astype(np.intp), axis=-1) - lse[:, None]
+            return kl_top_k(self.top_logp[rows], self.rest_logp[rows], quant_top.astype(np.float32))
+        diff = self.full_logp[rows].astype(np.float32)
+        ref_lse, p = row_logsumexp(diff)
+        p *= (1.0 / p.sum(axis=-1, dtype=np.float64)).astype(np.float32)[:, None]
+        diff -= scores
+        diff += (lse - ref_lse).astype(np.float32)[:, None]
+        result: Floats = np.einsum("ij,ij->i", p, diff).astype(np.float64)
+        inexact = ~np.isfinite(result)  # a token the stored reference rules out (-inf): 0 * inf
+        if inexact.any():
+            ref = log_softmax(self.full_logp[rows][inexact])
+            result[inexact] = kl_full(ref, scores[inexact] - lse[inexact, None])
+        return result
 
 
 def pack_reference(
     meta: dict[str, Any], chunks: Ints, logp: list[Floats], max_full_entries: int = FULL_LIMIT
 ) -> dict[str, npt.NDArray[Any]]:
     """The arrays stored for the reference: full float16 log-probs, or top-k when they would be too big."""
-    rows = sum(len(part) for part in logp)
-    full = rows * logp[0].shape[-1] <= max_full_entries
+    full = sum(len(part) for part in logp) * logp[0].shape[-1] <= max_full_entries
+    top1 = [part.argmax(axis=-1) for part in logp]
+    return _pack(meta, chunks, top1, [_kept(part, full) for part in logp], full)
+
+
+def _kept(logp: Floats, full: bool) -> Kept:
+    """What is stored of one chunk's reference log-probs: all of them as float16, or the top ``TOP_K``."""
+    return logp.astype(np.float16) if full else top_k(logp, TOP_K)
+
+
+def _pack(meta: dict[str, Any], chunks: Ints, top1: list[Ints], kept: list[Kept], full: bool) -> dict[str, Any]:
     arrays: dict[str, npt.NDArray[Any]] = {
         "meta": np.array(json.dumps(meta | {"storage": "full" if full else f"top-{TOP_K}"})),
         "chunks": chunks,
-        "top1": np.concatenate([part.argmax(axis=-1) for part in logp]).astype(np.int32),
+        "top1": np.concatenate(top1).astype(np.int32),
     }
     if full:
-        arrays["full_logp"] = np.concatenate([part.astype(np.float16) for part in logp])
+        arrays["full_logp"] = np.concatenate([part for part in kept if not isinstance(part, tuple)])
         return arrays
-    tops = [top_k(part, TOP_K) for part in logp]
+    tops = [part for part in kept if isinstance(part, tuple)]
     arrays["top_ids"] = np.concatenate([ids for ids, _, _ in tops])
     arrays["top_logp"] = np.concatenate([lp for _, lp, _ in tops]).astype(np.float32)
     arrays["rest_logp"] = np.concatenate([rest for _, _, rest in tops])
@@ -225,15 +266,19 @@ def compute_reference_logits(
     first = recipe.smoke.quality.context_length // 2
     started = time.perf_counter()
     llm = _open_for_logits(reference_gguf, recipe)
-    logp: list[Floats] = []
+    kept: list[Kept] = []
+    top1: list[Ints] = []
     nll: list[Floats] = []
     with closing(llm):
         chunks = _chunks(llm, text, recipe)
         n_vocab = int(llm.n_vocab())
+        # each chunk is reduced to what is stored as soon as it is evaluated: no float32 copy of them all
+        full = len(chunks) * (chunks.shape[1] - 1 - first) * n_vocab <= max_full_entries
         for chunk in chunks:
-            part = _chunk_logp(llm, chunk, first)
-            logp.append(part)
-            nll.append(-part[np.arange(len(part)), chunk[first + 1 :]])
+            scores, lse = _chunk_scores(llm, chunk, first)
+            nll.append(lse - scores[np.arange(len(scores)), chunk[first + 1 :]])
+            top1.append(scores.argmax(axis=-1))
+            kept.append(_kept(scores - lse.astype(np.float32)[:, None], full))
     all_nll = np.concatenate(nll)
     meta = _settings(recipe, text) | {
         "chunks": len(chunks),
@@ -244,9 +289,9 @@ def compute_reference_logits(
         "perplexity": float(np.exp(all_nll.mean(dtype=np.float64))),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    arrays = pack_reference(meta, chunks, logp, max_full_entries)
+    arrays = _pack(meta, chunks, top1, kept, full)
     with atomic_path(out) as tmp, tmp.open("wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
+        np.savez(handle, **arrays)
 
 
 def load_reference_logits(path: Path, recipe: Recipe | None = None) -> ReferenceLogits:
@@ -295,12 +340,12 @@ def measure_quality(gguf: Path, reference_logits: Path, recipe: Recipe) -> Quali
                 "it was not made from this reference"
             )
         for chunk in ref.chunks:
-            logp = _chunk_logp(llm, chunk, first)
-            rows = slice(row, row + len(logp))
-            row += len(logp)
-            nll.append(-logp[np.arange(len(logp)), chunk[first + 1 :]])
-            kl.append(ref.kl(rows, logp))
-            agree.append(logp.argmax(axis=-1) == ref.top1[rows])
+            scores, lse = _chunk_scores(llm, chunk, first)
+            rows = slice(row, row + len(scores))
+            row += len(scores)
+            nll.append(lse - scores[np.arange(len(scores)), chunk[first + 1 :]])
+            kl.append(ref.kl(rows, scores, lse))
+            agree.append(scores.argmax(axis=-1) == ref.top1[rows])
     all_nll = np.concatenate(nll)
     return QualityResult(
         perplexity=round(float(np.exp(all_nll.mean(dtype=np.float64))), 4),
