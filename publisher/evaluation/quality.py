@@ -23,11 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +47,7 @@ TEXT_FILE = "quality.txt"
 
 Floats = npt.NDArray[np.floating[Any]]
 Ints = npt.NDArray[np.int32]
+T = TypeVar("T")
 Kept = npt.NDArray[np.float16] | tuple[Ints, Floats, Floats]  # one chunk of the reference, as stored
 
 
@@ -133,14 +137,21 @@ def _open_for_logits(gguf: Path, recipe: Recipe) -> Any:
     )
 
 
-def _chunk_scores(llm: Any, chunk: Ints, first: int) -> tuple[Floats, npt.NDArray[np.float64]]:
+def _chunk_scores(llm: Any, chunk: Ints, first: int) -> Floats:
     """The raw logits predicting tokens ``first+1 .. n-1`` of a chunk evaluated from an empty context
-    (a view of llama-cpp-python's buffer, valid until the next evaluation), and their row log-sum-exps:
-    a row minus its log-sum-exp is its log-softmax, which is never materialised."""
+    (a view of llama-cpp-python's buffer, valid until the next evaluation). A row minus its
+    log-sum-exp is its log-softmax, which is never materialised."""
     llm.reset()
     llm.eval(chunk.tolist())
     scores: Floats = llm.scores[first : len(chunk) - 1]
-    return scores, row_logsumexp(scores)[0]
+    return scores
+
+
+def _in_halves(pool: ThreadPoolExecutor, work: Callable[[slice], T], rows: int) -> list[T]:
+    """``work`` on the first and the second half of ``rows`` rows, in two threads: numpy releases the
+    GIL over whole-row loops, so the work after each evaluation uses both cores, as llama.cpp did."""
+    half = rows // 2
+    return [future.result() for future in [pool.submit(work, part) for part in (slice(0, half), slice(half, rows))]]
 
 
 def _chunks(llm: Any, text: str, recipe: Recipe) -> Ints:
@@ -254,6 +265,34 @@ def _settings(recipe: Recipe, text: str) -> dict[str, Any]:
     }
 
 
+def _reduce_reference_rows(full: bool, scores: Floats, targets: Ints, part: slice) -> tuple[Floats, Ints, Kept]:
+    """The reference's negative log-likelihoods, top-1 ids and stored log-probs for the rows ``part`` of a chunk."""
+    scores, targets = scores[part], targets[part]
+    lse = row_logsumexp(scores)[0]
+    kept = _kept(scores - lse.astype(np.float32)[:, None], full)
+    return lse - scores[np.arange(len(lse)), targets], scores.argmax(axis=-1).astype(np.int32), kept
+
+
+def _joined(parts: list[Kept]) -> Kept:
+    """Consecutive rows of stored reference log-probs as one."""
+    if any(not isinstance(part, tuple) for part in parts):
+        return np.concatenate([part for part in parts if not isinstance(part, tuple)])
+    tops = [part for part in parts if isinstance(part, tuple)]
+    return tuple(np.concatenate([top[i] for top in tops]) for i in range(3))  # type: ignore[return-value]
+
+
+def _score_rows(
+    ref: ReferenceLogits, offset: int, scores: Floats, targets: Ints, part: slice
+) -> tuple[Floats, Floats, npt.NDArray[np.bool_]]:
+    """A quant's negative log-likelihoods, KL divergences and top-1 agreement for the rows ``part`` of the
+    chunk whose first scored row is row ``offset`` of the reference."""
+    rows = slice(offset + part.start, offset + part.stop)
+    scores, targets = scores[part], targets[part]
+    lse = row_logsumexp(scores)[0]
+    agree: npt.NDArray[np.bool_] = scores.argmax(axis=-1) == ref.top1[rows]
+    return lse - scores[np.arange(len(lse)), targets], ref.kl(rows, scores, lse), agree
+
+
 def compute_reference_logits(
     reference_gguf: Path, recipe: Recipe, out: Path, *, max_full_entries: int = FULL_LIMIT
 ) -> None:
@@ -274,11 +313,14 @@ def compute_reference_logits(
         n_vocab = int(llm.n_vocab())
         # each chunk is reduced to what is stored as soon as it is evaluated: no float32 copy of them all
         full = len(chunks) * (chunks.shape[1] - 1 - first) * n_vocab <= max_full_entries
-        for chunk in chunks:
-            scores, lse = _chunk_scores(llm, chunk, first)
-            nll.append(lse - scores[np.arange(len(scores)), chunk[first + 1 :]])
-            top1.append(scores.argmax(axis=-1))
-            kept.append(_kept(scores - lse.astype(np.float32)[:, None], full))
+        with ThreadPoolExecutor(2, thread_name_prefix="quality") as pool:
+            for chunk in chunks:
+                scores, targets = _chunk_scores(llm, chunk, first), chunk[first + 1 :]
+
+                halves = _in_halves(pool, partial(_reduce_reference_rows, full, scores, targets), len(scores))
+                nll.extend(h[0] for h in halves)
+                top1.extend(h[1] for h in halves)
+                kept.append(_joined([h[2] for h in halves]))
     all_nll = np.concatenate(nll)
     meta = _settings(recipe, text) | {
         "chunks": len(chunks),
@@ -339,13 +381,16 @@ def measure_quality(gguf: Path, reference_logits: Path, recipe: Recipe) -> Quali
                 f"{gguf}: its vocabulary has {llm.n_vocab()} tokens, the reference's {ref.meta['n_vocab']}; "
                 "it was not made from this reference"
             )
-        for chunk in ref.chunks:
-            scores, lse = _chunk_scores(llm, chunk, first)
-            rows = slice(row, row + len(scores))
-            row += len(scores)
-            nll.append(lse - scores[np.arange(len(scores)), chunk[first + 1 :]])
-            kl.append(ref.kl(rows, scores, lse))
-            agree.append(scores.argmax(axis=-1) == ref.top1[rows])
+        with ThreadPoolExecutor(2, thread_name_prefix="quality") as pool:
+            for chunk in ref.chunks:
+                scores, targets = _chunk_scores(llm, chunk, first), chunk[first + 1 :]
+
+                work = partial(_score_rows, ref, row, scores, targets)
+                for part_nll, part_kl, part_agree in _in_halves(pool, work, len(scores)):
+                    nll.append(part_nll)
+                    kl.append(part_kl)
+                    agree.append(part_agree)
+                row += len(scores)
     all_nll = np.concatenate(nll)
     return QualityResult(
         perplexity=round(float(np.exp(all_nll.mean(dtype=np.float64))), 4),
