@@ -32,7 +32,7 @@ def counting_llama() -> Iterator[dict[str, Counter[str]]]:
     """Count ``Llama`` loads by kind and evaluated tokens, per model file, while the block runs.
 
     The real methods run; they are wrapped, not replaced. Kinds: ``vocab`` (vocab_only),
-    ``logits`` (logits_all, a quality pass) and ``generate`` (everything else).
+    ``logits`` (a quality pass: logits_all, or one chunk per batch set by n_ubatch) and ``generate`` (everything else).
     """
     import llama_cpp
 
@@ -42,7 +42,13 @@ def counting_llama() -> Iterator[dict[str, Counter[str]]]:
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         path = Path(str(kwargs.get("model_path", args[0] if args else "?"))).name
-        kind = "vocab" if kwargs.get("vocab_only") else "logits" if kwargs.get("logits_all") else "generate"
+        kind = (
+            "vocab"
+            if kwargs.get("vocab_only")
+            else "logits"
+            if kwargs.get("logits_all") or "n_ubatch" in kwargs
+            else "generate"
+        )
         counts.setdefault(path, Counter())[f"load_{kind}"] += 1
         original_init(self, *args, **kwargs)
 
@@ -291,8 +297,9 @@ def task_smoke_direct(args: Report) -> Report:
     """The llama.cpp work behind the smoke stage's results, done with llama-cpp-python by hand.
 
     Per file: a vocab-only load tokenizing the probes, a load answering the prompts greedily,
-    a logits load evaluating the quality chunks. The reference's logits are computed once and
-    each quant's KL divergence is taken against their top ``top_k`` ids.
+    a logits load evaluating the quality chunks (logits asked for the scored positions only). The
+    reference's logits are computed once and each quant's KL divergence is taken against their top
+    ``top_k`` ids.
     """
     import llama_cpp
     import numpy as np
@@ -334,7 +341,6 @@ def task_smoke_direct(args: Report) -> Report:
                 n_ctx=ctx_len,
                 n_batch=ctx_len,
                 n_ubatch=ctx_len,
-                logits_all=True,
                 n_gpu_layers=args["gpu_layers"],
                 seed=args["seed"],
                 verbose=False,
@@ -347,9 +353,15 @@ def task_smoke_direct(args: Report) -> Report:
                     chunks[:, 0] = llm.token_bos()
             nll, kl = [], []
             for index, chunk in enumerate(chunks):
+                # as llama-perplexity does: logits only for the positions scored
                 llm.reset()
-                llm.eval(chunk.tolist())
-                logp = _log_softmax(llm.scores[first : len(chunk) - 1])
+                llm._ctx.kv_cache_clear()
+                llm._batch.set_batch(batch=chunk.tolist(), n_past=0, logits_all=False)
+                for i in range(len(chunk)):
+                    llm._batch.batch.logits[i] = first <= i < len(chunk) - 1
+                llm._ctx.decode(llm._batch)
+                rows = len(chunk) - 1 - first
+                logp = _log_softmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(rows, llm.n_vocab())))
                 nll.append(-logp[np.arange(len(logp)), chunk[first + 1 :]])
                 if path == args["reference"]:
                     top = np.argpartition(-logp, top_k - 1, axis=-1)[:, :top_k].copy()  # not a view of it all

@@ -38,7 +38,7 @@ import numpy.typing as npt
 from publisher.errors import SmokeTestError
 from publisher.manifest import QualityResult, atomic_path
 from publisher.recipe import Recipe
-from publisher.runtimes.llama_cpp import open_model
+from publisher.runtimes.llama_cpp import open_model, score_chunk
 
 TOP_K = 1024
 FULL_LIMIT = 64 * 1024 * 1024  # stored log-probs (128 MiB as float16) before top-k takes over
@@ -131,7 +131,6 @@ def _open_for_logits(gguf: Path, recipe: Recipe) -> Any:
         n_ctx=ctx,
         n_batch=ctx,
         n_ubatch=ctx,
-        logits_all=True,
         n_gpu_layers=recipe.smoke.gpu_layers,
         seed=recipe.smoke.seed,
     )
@@ -139,12 +138,9 @@ def _open_for_logits(gguf: Path, recipe: Recipe) -> Any:
 
 def _chunk_scores(llm: Any, chunk: Ints, first: int) -> Floats:
     """The raw logits predicting tokens ``first+1 .. n-1`` of a chunk evaluated from an empty context
-    (a view of llama-cpp-python's buffer, valid until the next evaluation). A row minus its
-    log-sum-exp is its log-softmax, which is never materialised."""
-    llm.reset()
-    llm.eval(chunk.tolist())
-    scores: Floats = llm.scores[first : len(chunk) - 1]
-    return scores
+    (valid until the next evaluation). A row minus its log-sum-exp is its log-softmax, which is never
+    materialised."""
+    return score_chunk(llm, chunk.tolist(), first)
 
 
 def _in_halves(pool: ThreadPoolExecutor, work: Callable[[slice], T], rows: int) -> list[T]:

@@ -230,6 +230,24 @@ def token_piece(llm: Any, token: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def score_chunk(llm: Any, tokens: list[int], first: int) -> npt.NDArray[np.float32]:
+    """Evaluate ``tokens`` from an empty context in one batch and return the logits predicting tokens
+    ``first+1 .. n-1`` (rows in that order), a view of llama.cpp's output buffer valid until the next
+    evaluation. Like ``llama-perplexity``, only those positions ask for logits: the output layer runs
+    for them alone (``Llama.eval`` with ``logits_all`` computes and copies every position's).
+    ``llm`` must have ``n_batch >= len(tokens)``.
+    """
+    batch = llm._batch
+    llm.reset()
+    llm._ctx.kv_cache_clear()
+    batch.set_batch(batch=tokens, n_past=0, logits_all=False)
+    for i in range(len(tokens)):
+        batch.batch.logits[i] = first <= i < len(tokens) - 1
+    llm._ctx.decode(batch)
+    rows = len(tokens) - 1 - first
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(rows, llm.n_vocab()))
+
+
 def tools_dir() -> Path:
     """Where ``make tools`` puts llama-imatrix and llama-quantize, keyed by llama-cpp-python's version."""
     override = os.environ.get(TOOLS_ENV)

@@ -30,7 +30,13 @@ class LoadLog:
 
         def counted_init(llm: Any, *args: Any, **kwargs: Any) -> None:
             init(llm, *args, **kwargs)
-            kind = "vocab" if kwargs.get("vocab_only") else "logits" if kwargs.get("logits_all") else "generate"
+            kind = (
+                "vocab"
+                if kwargs.get("vocab_only")
+                else "logits"
+                if kwargs.get("logits_all") or "n_ubatch" in kwargs
+                else "generate"
+            )
             self.loads[(Path(kwargs["model_path"]).name, kind)] += 1
             if kind != "vocab":
                 self.open.add(id(llm))
