@@ -303,8 +303,8 @@ class _Facts:
             rows = chunks * (n_ctx - n_ctx // 2 - 1)
             stored = rows * self.vocab * 2 if rows * self.vocab <= FULL_LIMIT else rows * (TOP_K * 8 + 4)
             files[f"quality/{self.recipe.artifact_filename(self.reference_type)[:-5]}.logits.npy"] = stored
-            scores = n_ctx * self.vocab * 4  # llama.cpp's logits and llama-cpp-python's copy of them
-            peak += 2 * scores + self.compute_buffer(n_ctx) + stored + (n_ctx // 2) * self.vocab * 4 * 2
+            scores = (n_ctx // 2) * self.vocab * 4  # llama.cpp's logits, asked for the scored half only
+            peak += scores + self.compute_buffer(n_ctx) + stored + (n_ctx // 2) * self.vocab * 4 * 2
             tokens = chunks * n_ctx
         files_tested = len(types) + 1
         per_file = (
