@@ -27,12 +27,19 @@ Report = dict[str, Any]
 # ---------------------------------------------------------------------------------------------
 
 
+def load_kind(kwargs: dict[str, Any]) -> str:
+    """What a ``Llama(**kwargs)`` load is for: ``vocab`` (vocab_only), ``logits`` (a quality pass:
+    logits_all, or one chunk per batch set by n_ubatch) or ``generate`` (everything else)."""
+    if kwargs.get("vocab_only"):
+        return "vocab"
+    return "logits" if kwargs.get("logits_all") or "n_ubatch" in kwargs else "generate"
+
+
 @contextmanager
 def counting_llama() -> Iterator[dict[str, Counter[str]]]:
     """Count ``Llama`` loads by kind and evaluated tokens, per model file, while the block runs.
 
-    The real methods run; they are wrapped, not replaced. Kinds: ``vocab`` (vocab_only),
-    ``logits`` (a quality pass: logits_all, or one chunk per batch set by n_ubatch) and ``generate`` (everything else).
+    The real methods run; they are wrapped, not replaced. Kinds as :func:`load_kind` names them.
     """
     import llama_cpp
 
@@ -42,13 +49,7 @@ def counting_llama() -> Iterator[dict[str, Counter[str]]]:
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         path = Path(str(kwargs.get("model_path", args[0] if args else "?"))).name
-        kind = (
-            "vocab"
-            if kwargs.get("vocab_only")
-            else "logits"
-            if kwargs.get("logits_all") or "n_ubatch" in kwargs
-            else "generate"
-        )
+        kind = load_kind(kwargs)
         counts.setdefault(path, Counter())[f"load_{kind}"] += 1
         original_init(self, *args, **kwargs)
 

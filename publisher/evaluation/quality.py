@@ -136,13 +136,6 @@ def _open_for_logits(gguf: Path, recipe: Recipe) -> Any:
     )
 
 
-def _chunk_scores(llm: Any, chunk: Ints, first: int) -> Floats:
-    """The raw logits predicting tokens ``first+1 .. n-1`` of a chunk evaluated from an empty context
-    (valid until the next evaluation). A row minus its log-sum-exp is its log-softmax, which is never
-    materialised."""
-    return score_chunk(llm, chunk.tolist(), first)
-
-
 def _in_halves(pool: ThreadPoolExecutor, work: Callable[[slice], T], rows: int) -> list[T]:
     """``work`` on the first and the second half of ``rows`` rows, in two threads: numpy releases the
     GIL over whole-row loops, so the work after each evaluation uses both cores, as llama.cpp did."""
@@ -179,7 +172,7 @@ class ReferenceLogits:
 
     def kl(self, rows: slice, scores: Floats, lse: npt.NDArray[np.float64] | None = None) -> Floats:
         """KL(reference || quant) for the scored positions ``rows``, given the quant's raw logits there
-        (or its log-probs) and their row log-sum-exps (see :func:`_chunk_scores`; computed when not given).
+        (or its log-probs) and their row log-sum-exps (see :func:`score_chunk`; computed when not given).
 
         With full storage this is :func:`kl_full` of the renormalised reference against the quant's
         log-softmax, computed without either array: ``sum p (r - q)`` with ``r - q`` formed as
@@ -311,7 +304,7 @@ def compute_reference_logits(
         full = len(chunks) * (chunks.shape[1] - 1 - first) * n_vocab <= max_full_entries
         with ThreadPoolExecutor(2, thread_name_prefix="quality") as pool:
             for chunk in chunks:
-                scores, targets = _chunk_scores(llm, chunk, first), chunk[first + 1 :]
+                scores, targets = score_chunk(llm, chunk.tolist(), first), chunk[first + 1 :]
 
                 halves = _in_halves(pool, partial(_reduce_reference_rows, full, scores, targets), len(scores))
                 nll.extend(h[0] for h in halves)
@@ -379,7 +372,7 @@ def measure_quality(gguf: Path, reference_logits: Path, recipe: Recipe) -> Quali
             )
         with ThreadPoolExecutor(2, thread_name_prefix="quality") as pool:
             for chunk in ref.chunks:
-                scores, targets = _chunk_scores(llm, chunk, first), chunk[first + 1 :]
+                scores, targets = score_chunk(llm, chunk.tolist(), first), chunk[first + 1 :]
 
                 work = partial(_score_rows, ref, row, scores, targets)
                 for part_nll, part_kl, part_agree in _in_halves(pool, work, len(scores)):

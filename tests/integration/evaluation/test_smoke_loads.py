@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from support.common import CONVERTED_NAME, converted_smollm2, copy_build, recipe_variant
 
+from bench.worker import load_kind
 from publisher import pipeline
 from publisher.gguf_info import vocabulary_sha256
 from publisher.recipe import load_recipe
@@ -30,13 +31,7 @@ class LoadLog:
 
         def counted_init(llm: Any, *args: Any, **kwargs: Any) -> None:
             init(llm, *args, **kwargs)
-            kind = (
-                "vocab"
-                if kwargs.get("vocab_only")
-                else "logits"
-                if kwargs.get("logits_all") or "n_ubatch" in kwargs
-                else "generate"
-            )
+            kind = load_kind(kwargs)
             self.loads[(Path(kwargs["model_path"]).name, kind)] += 1
             if kind != "vocab":
                 self.open.add(id(llm))
