@@ -5,7 +5,10 @@ Wall time is taken around the child's whole life (start to exit). Peak RSS comes
 for, so a stage that runs the converter as a grandchild is charged the converter's memory too.
 Alongside, a sampler reads ``/proc/<pid>/status`` of the child and its descendants every
 ``SAMPLE_S`` seconds to split the peak into anonymous memory (heap) and file-backed pages (the
-mmap'd model), which ``ru_maxrss`` lumps together. ``ru_oublock`` of the same call counts the
+mmap'd model), which ``ru_maxrss`` lumps together. The peak reported is the larger of
+``ru_maxrss`` and the largest sampled total, because a process that writes ``5`` to
+``/proc/self/clear_refs`` erases its own ``ru_maxrss`` (publisher did, to measure each file's
+peak, until a smoke stage at 2.32 GB resident was found reporting 1.40 GB). ``ru_oublock`` of the same call counts the
 bytes the whole process tree sent to storage, which is how copies are detected.
 """
 
@@ -35,7 +38,7 @@ class Measured:
     """What one measured run cost, and what its worker reported."""
 
     wall_s: float
-    peak_rss_bytes: int  # ru_maxrss of the child and its waited-for descendants
+    peak_rss_bytes: int  # ru_maxrss of the child and its waited-for descendants, or the sampled total if larger
     peak_anon_bytes: int  # sampled: anonymous RSS summed over the process tree
     peak_file_bytes: int  # sampled: file-backed RSS summed over the process tree
     written_bytes: int  # bytes the process tree caused to be written to storage (ru_oublock)
@@ -44,18 +47,18 @@ class Measured:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _status_kib(pid: int) -> tuple[int, int]:
-    """``(RssAnon, RssFile)`` of a process in KiB; zeros when it is gone."""
+def _status_kib(pid: int) -> tuple[int, int, int]:
+    """``(RssAnon, RssFile, VmRSS)`` of a process in KiB; zeros when it is gone."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return 0, 0
+        return 0, 0, 0
     values = {}
     for line in text.splitlines():
         key, _, rest = line.partition(":")
-        if key in ("RssAnon", "RssFile"):
+        if key in ("RssAnon", "RssFile", "VmRSS"):
             values[key] = int(rest.split()[0])
-    return values.get("RssAnon", 0), values.get("RssFile", 0)
+    return values.get("RssAnon", 0), values.get("RssFile", 0), values.get("VmRSS", 0)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -84,15 +87,17 @@ class _Sampler(threading.Thread):
         self.pid = pid
         self.anon = 0
         self.file = 0
+        self.total = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            anon = file = 0
+            anon = file = total = 0
             for pid in _descendants(self.pid):
-                a, f = _status_kib(pid)
-                anon, file = anon + a, file + f
+                a, f, t = _status_kib(pid)
+                anon, file, total = anon + a, file + f, total + t
             self.anon, self.file = max(self.anon, anon * 1024), max(self.file, file * 1024)
+            self.total = max(self.total, total * 1024)
             self.stop.wait(SAMPLE_S)
 
 
@@ -134,7 +139,7 @@ def run_measured(
         report.unlink()
     return Measured(
         wall_s=wall,
-        peak_rss_bytes=usage.ru_maxrss * 1024,
+        peak_rss_bytes=max(usage.ru_maxrss * 1024, sampler.total),
         peak_anon_bytes=sampler.anon,
         peak_file_bytes=sampler.file,
         written_bytes=usage.ru_oublock * 512,

@@ -14,7 +14,9 @@ def bench_imatrix(bench: Bench, subject: Subject) -> dict[str, Any]:
     """The imatrix stage against llama-imatrix run directly with the command line the stage logged,
     then the quantize stage with the matrix against a bare ``llama_model_quantize`` loop given it."""
     from publisher.formats import gguf_quants
+    from publisher.recipe import load_recipe
     from publisher.runtimes import llama_cpp
+    from publisher.stages.quantize import largest_first
 
     if llama_cpp.tool("llama-imatrix") is None:
         raise BenchError(f"llama-imatrix is not built in {llama_cpp.tools_dir()}; run `make tools`")
@@ -41,10 +43,11 @@ def bench_imatrix(bench: Bench, subject: Subject) -> dict[str, Any]:
 
     entry = compare(bench, sub, "imatrix", publisher, direct)
     entry["settings"] = dict(IMATRIX_SETTINGS)
+    made_in_order = largest_first(load_recipe(sub.recipe_path), sub.types)  # as the stage makes them
     args = {
         "reference": str(reference),
         "out_dir": str(sub.direct_dir),
-        "types": {t: gguf_quants.lookup(t).ftype for t in sub.types},
+        "types": {t: gguf_quants.lookup(t).ftype for t in made_in_order},
         "nthread": 0,
         "imatrix": str(matrix),
     }

@@ -14,6 +14,7 @@ def bench_quantize(bench: Bench, subject: Subject) -> dict[str, Any]:
     """The quantize stage (as the pipeline times it) against a bare ``llama_model_quantize`` loop."""
     from publisher.formats import gguf_quants
     from publisher.recipe import load_recipe
+    from publisher.stages.quantize import largest_first
 
     prepare(bench, subject, "convert")
     recipe = load_recipe(subject.recipe_path)
@@ -23,7 +24,8 @@ def bench_quantize(bench: Bench, subject: Subject) -> dict[str, Any]:
     direct_args = {
         "reference": str(reference),
         "out_dir": str(subject.direct_dir),
-        "types": {t: gguf_quants.lookup(t).ftype for t in subject.types},
+        # in the stage's order: which file is made last decides how much hashing nothing overlaps
+        "types": {t: gguf_quants.lookup(t).ftype for t in largest_first(recipe, subject.types)},
         "nthread": nthread,
     }
     warm([reference])

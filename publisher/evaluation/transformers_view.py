@@ -7,7 +7,9 @@ transformers applies (:mod:`.template_source`) and its renderings of each conver
 hundred MB that a process never gives back, so :mod:`.transformers_child` does all three reads
 in one child process and answers in JSON: the smoke stage's process never imports transformers,
 and a crash in the tokenizer's native code ends the child, not the build. The answer is kept per
-source folder and tokenizer file times, so every file of a build shares one read.
+source folder and tokenizer file times, so every file of a build shares one read, and the smoke
+stage starts it (:func:`prefetch_transformers_view`) before its first model loads: the child's second of imports
+and tokenizer loading then overlaps llama.cpp's work instead of adding to it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from publisher.errors import SmokeTestError
 CHILD = Path(__file__).with_name("transformers_child.py")
 SOURCE_ROLES = ("bos", "eos", "pad", "unk")  # transformers has no end-of-turn role
 SAMPLE_TEXT = "Hello world"  # encoded with and without special tokens: what encode adds around a text
+_KEPT_READS = 4  # sources whose answers are kept (a build has one)
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -63,9 +67,40 @@ class TransformersView:
     renderings: dict[str, tuple[str | None, str | None]]  # shape name -> (rendering, first line of its error)
 
 
+_Key = tuple[Path, tuple[tuple[str, int, int], ...]]
+_reads: dict[_Key, Future[TransformersView | None]] = {}
+_reads_lock = threading.Lock()
+
+
 def transformers_view(source_dir: Path) -> TransformersView | None:
     """The source's tokenizer through transformers; None when transformers is not installed or cannot load it."""
-    return _read(source_dir.resolve(), tokenizer_stamp(source_dir))
+    return _pending(source_dir).result()
+
+
+def prefetch_transformers_view(source_dir: Path) -> None:
+    """Start reading :func:`transformers_view` of ``source_dir`` in the background; the first call that
+    needs it waits for what is left."""
+    _pending(source_dir)
+
+
+def _pending(source_dir: Path) -> Future[TransformersView | None]:
+    key = (source_dir.resolve(), tokenizer_stamp(source_dir))
+    with _reads_lock:
+        found = _reads.get(key)
+        if found is None:
+            found = _reads[key] = Future()
+            while len(_reads) > _KEPT_READS:
+                del _reads[next(iter(_reads))]
+            # a daemon thread: the child answers even if the build is interrupted meanwhile
+            threading.Thread(target=_answer, args=(found, key[0]), name="transformers-view", daemon=True).start()
+        return found
+
+
+def _answer(future: Future[TransformersView | None], source_dir: Path) -> None:
+    try:
+        future.set_result(_read(source_dir))
+    except BaseException as err:  # surfaced by whoever waits on it
+        future.set_exception(err)
 
 
 def _request(source_dir: Path) -> dict[str, Any]:
@@ -94,8 +129,7 @@ def _failure(source_dir: Path, done: subprocess.CompletedProcess[str]) -> SmokeT
     )
 
 
-@lru_cache(maxsize=4)
-def _read(source_dir: Path, _stamp: tuple[tuple[str, int, int], ...]) -> TransformersView | None:
+def _read(source_dir: Path) -> TransformersView | None:
     # The child must import the same publisher-free code and transformers: same interpreter, same paths.
     done = subprocess.run(
         [sys.executable, "-P", str(CHILD)],

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import numpy.typing as npt
 
 from publisher import interrupts
 from publisher.errors import ManifestError, SmokeTestError
-from publisher.gguf_info import string_array, string_value
+from publisher.gguf_info import string_array, string_value, vocabulary_sha256
 
 # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT (a continuation of the previous message)
 GGML_LOG_LEVEL_WARN = 3
@@ -164,8 +165,15 @@ def unspellable_bytes(gguf: Path) -> list[int]:
     """
     if string_value(gguf, "tokenizer.ggml.model") != "llama":
         return []
+    return list(_unspellable(gguf, vocabulary_sha256(gguf)))
+
+
+@lru_cache(maxsize=4)
+def _unspellable(gguf: Path, _vocabulary: str) -> tuple[int, ...]:
+    # Decoding the token list costs four times the digest it is keyed on; every file of a build
+    # shares the one vocabulary, so it is decoded once.
     tokens = set(string_array(gguf, "tokenizer.ggml.tokens") or [])
-    return [b for b in _UTF8_BYTES if f"<0x{b:02X}>" not in tokens and (b >= 0x80 or chr(b) not in tokens)]
+    return tuple(b for b in _UTF8_BYTES if f"<0x{b:02X}>" not in tokens and (b >= 0x80 or chr(b) not in tokens))
 
 
 def _aborting_vocabulary(gguf: Path) -> str | None:

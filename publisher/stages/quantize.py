@@ -9,7 +9,8 @@ the main thread shows progress from llama.cpp's per-tensor log lines, which are 
 a hidden temporary name and renamed when complete. A second thread then flushes it to disk, hashes
 it and reads its real bits per weight (from the file's tensor types) while the next type
 quantizes; only then are its size, sha256 and bits per weight recorded, so the manifest never
-claims a file whose bytes may not be on disk yet.
+claims a file whose bytes may not be on disk yet. Types are made largest first, so the one flush
+and hash that nothing overlaps is the smallest file's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from publisher import gguf_info, importance
 from publisher.errors import DiskSpaceError, ManifestError, QuantizationError
 from publisher.formats import gguf_quants
 from publisher.manifest import Artifact, atomic_path, disk_full_error, fingerprint, flush_to_disk, guard_write
+from publisher.recipe import Recipe
 from publisher.runtimes import llama_cpp
 from publisher.runtimes.llama_cpp import LlamaLog
 from publisher.stages import BuildContext, Stage, register
@@ -189,7 +191,7 @@ class QuantizeStage(Stage):
             ThreadPoolExecutor(1, thread_name_prefix="settle") as settler,
         ):
             try:
-                for quant_type in todo:
+                for quant_type in largest_first(ctx.recipe, todo):
                     made = self._make(ctx, reference, quant_type, progress, imatrix, settler)
                     # with this thread's context: the settle thread's writes pass the same write guard
                     settling.append(settler.submit(contextvars.copy_context().run, self._settle, ctx, made, imatrix))
@@ -257,6 +259,12 @@ class QuantizeStage(Stage):
             f"quantize: {target.name} {target.stat().st_size / 1e6:.1f} MB, {bpw:.2f} bpw "
             f"(nominal {nominal:.2f}{extra}) in {made.seconds:.1f}s"
         )
+
+
+def largest_first(recipe: Recipe, types: list[str]) -> list[str]:
+    """``types`` in the order the stage makes them: the smallest file last, since its flush and hash
+    are the only ones no quantization overlaps (recipe order among equal sizes)."""
+    return sorted(types, key=lambda t: -gguf_quants.lookup(recipe.quantize.variant(t).type).nominal_bpw)
 
 
 def write_back(path: Path, written: threading.Event) -> None:

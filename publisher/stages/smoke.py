@@ -10,10 +10,11 @@ raised: the pipeline reports them once every artifact has been tried.
 What it costs beyond llama.cpp's own work is kept small: each file is loaded once for parity,
 template and prompts and once more for quality, one model in memory at a time; the source's
 tokenizer is read once per run, after the reference's logits are computed and freed; what
-transformers makes of it is read in a short-lived child process, so this process never imports
-transformers; tokenizer and template parity run once per vocabulary and template, on the first
-file's open handle. A vocabulary whose tokenizer would abort llama.cpp (a SentencePiece model
-without byte tokens) is refused before llama.cpp tokenizes anything: one failure line per file.
+transformers makes of it is read in a short-lived child process, started before the reference's
+logits so that it runs beside them, and this process never imports transformers; tokenizer and
+template parity run once per vocabulary and template, on the first file's open handle. A
+vocabulary whose tokenizer would abort llama.cpp (a SentencePiece model without byte tokens) is
+refused before llama.cpp tokenizes anything: one failure line per file.
 """
 
 from __future__ import annotations
@@ -136,6 +137,10 @@ class SmokeStage(Stage):
         todo = [a for a in _artifacts(ctx) if forced or not _current(ctx, a)]
         if not todo:
             return
+        if ctx.manifest.source is not None:  # transformers' view of it, read while the first model works
+            from publisher import evaluation
+
+            evaluation.prefetch_transformers_view(Path(ctx.manifest.source.path))
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),

@@ -68,7 +68,11 @@ def test_each_quant_is_flushed_off_the_main_thread_before_the_manifest_claims_it
         assert all(events[i][2] != "MainThread" for i in flushed), f"{name} was flushed on the main thread"
     # Nothing flushed a quant's temporary file: the rename does not wait for the disk.
     assert not [e for e in events if e[0] == "fsync" and e[1].endswith(".partial") and ".gguf." in e[1]]
+    # Made largest first, whatever the recipe's order: the last file's flush and hash are the ones
+    # nothing overlaps, so they should be the smallest.
+    made = [e[1] for e in events if e[0] == "quantized"]
+    assert [next(t for t in TYPES if f".{t}." in name) for name in made] == ["Q8_0", "Q4_0"]
     # The first file's flush began while the second type was being made, not after.
-    first_flush = next(i for i, e in enumerate(events) if e[:2] == ("fsync-start", files[0]))
-    second_made = next(i for i, e in enumerate(events) if e[0] == "quantized" and f".{TYPES[1]}." in e[1])
+    first_flush = next(i for i, e in enumerate(events) if e[0] == "fsync-start" and ".Q8_0." in e[1])
+    second_made = next(i for i, e in enumerate(events) if e[0] == "quantized" and ".Q4_0." in e[1])
     assert first_flush < second_made

@@ -15,14 +15,16 @@ from publisher.errors import SmokeTestError
 from publisher.evaluation.chat_shapes import SHAPES
 from publisher.evaluation.special_tokens import source_specials
 from publisher.evaluation.template_source import source_templates
-from publisher.evaluation.transformers_view import transformers_view
+from publisher.evaluation.transformers_view import prefetch_transformers_view, transformers_view
 
 
 def test_the_demo_tokenizer_is_read_whole_in_the_child() -> None:
     if not (SMOLLM2_DIR / "tokenizer.json").is_file():
         pytest.skip("the demo model is not materialized (make setup)")
+    prefetch_transformers_view(SMOLLM2_DIR)
     view = transformers_view(SMOLLM2_DIR)
     assert view is not None and view.has_template
+    assert transformers_view(SMOLLM2_DIR) is view  # one child per source, its answer shared
     assert view.chat_template in source_templates(SMOLLM2_DIR).values()
     assert set(view.renderings) == {shape.name for shape in SHAPES}
     text, error = view.renderings["system and user"]
@@ -58,6 +60,7 @@ def test_a_broken_transformers_install_is_a_one_line_error_not_a_silent_skip(
     source = tmp_path / "source"
     source.mkdir()
     (source / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}), encoding="utf-8")
+    prefetch_transformers_view(source)  # started in the background: the failure waits for whoever needs the answer
     with pytest.raises(SmokeTestError) as err:
         transformers_view(source)
     message = str(err.value)
