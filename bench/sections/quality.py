@@ -103,10 +103,10 @@ def publisher_side(args: dict[str, Any]) -> dict[str, Any]:
     logits = Path(args["logits"])
     figures: dict[str, dict[str, float]] = {}
     started, cpu = time.perf_counter(), cpu_seconds()
-    evaluation.compute_reference_logits(Path(args["reference"]), recipe, logits)
-    figures[Path(args["reference"]).name] = evaluation.reference_quality(logits, recipe).model_dump(mode="json")
+    reference = evaluation.compute_reference_logits(Path(args["reference"]), recipe, logits)  # kept, as the stage
+    figures[Path(args["reference"]).name] = evaluation.reference_quality(reference, recipe).model_dump(mode="json")
     for quant in args["quants"]:
-        figures[Path(quant).name] = evaluation.measure_quality(Path(quant), logits, recipe).model_dump(mode="json")
+        figures[Path(quant).name] = evaluation.measure_quality(Path(quant), reference, recipe).model_dump(mode="json")
     return {"work_s": time.perf_counter() - started, "cpu_s": cpu_seconds() - cpu, "files": figures}
 
 

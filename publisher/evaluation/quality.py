@@ -119,11 +119,6 @@ def kl_full(ref_logp: Floats, quant_logp: Floats) -> Floats:
     return result
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation with llama.cpp
-# ---------------------------------------------------------------------------------------------
-
-
 def _open_for_logits(gguf: Path, recipe: Recipe) -> Any:
     ctx = recipe.smoke.quality.context_length
     return open_model(
@@ -205,12 +200,8 @@ def pack_reference(
     """The arrays stored for the reference: full float16 log-probs, or top-k when they would be too big."""
     full = sum(len(part) for part in logp) * logp[0].shape[-1] <= max_full_entries
     top1 = [part.argmax(axis=-1) for part in logp]
-    return _pack(meta, chunks, top1, [_kept(part, full) for part in logp], full)
-
-
-def _kept(logp: Floats, full: bool) -> Kept:
-    """What is stored of one chunk's reference log-probs: all of them as float16, or the top ``TOP_K``."""
-    return logp.astype(np.float16) if full else top_k(logp, TOP_K)
+    kept: list[Kept] = [part.astype(np.float16) if full else top_k(part, TOP_K) for part in logp]
+    return _pack(meta, chunks, top1, kept, full)
 
 
 def _pack(meta: dict[str, Any], chunks: Ints, top1: list[Ints], kept: list[Kept], full: bool) -> dict[str, Any]:
@@ -220,7 +211,8 @@ def _pack(meta: dict[str, Any], chunks: Ints, top1: list[Ints], kept: list[Kept]
         "top1": np.concatenate(top1).astype(np.int32),
     }
     if full:
-        arrays["full_logp"] = np.concatenate([part for part in kept if not isinstance(part, tuple)])
+        parts = [part for part in kept if not isinstance(part, tuple)]
+        arrays["full_logp"] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return arrays
     tops = [part for part in kept if isinstance(part, tuple)]
     arrays["top_ids"] = np.concatenate([ids for ids, _, _ in tops])
@@ -254,20 +246,24 @@ def _settings(recipe: Recipe, text: str) -> dict[str, Any]:
     }
 
 
-def _reduce_reference_rows(full: bool, scores: Floats, targets: Ints, part: slice) -> tuple[Floats, Ints, Kept]:
-    """The reference's negative log-likelihoods, top-1 ids and stored log-probs for the rows ``part`` of a chunk."""
+def _reduce_reference_rows(
+    stored: npt.NDArray[np.float16] | None, offset: int, scores: Floats, targets: Ints, part: slice
+) -> tuple[Floats, Ints, Kept | None]:
+    """The reference's negative log-likelihoods, top-1 ids and stored log-probs for the rows ``part`` of a chunk.
+
+    With full storage the log-probs go straight into rows ``offset + part`` of ``stored`` (every
+    scored row of the reference, allocated once: no per-chunk copies to join); otherwise their top
+    ``TOP_K`` are returned.
+    """
     scores, targets = scores[part], targets[part]
     lse = row_logsumexp(scores)[0]
-    kept = _kept(scores - lse.astype(np.float32)[:, None], full)
+    logp = scores - lse.astype(np.float32)[:, None]
+    kept: Kept | None = None
+    if stored is None:
+        kept = top_k(logp, TOP_K)
+    else:
+        stored[offset + part.start : offset + part.stop] = logp
     return lse - scores[np.arange(len(lse)), targets], scores.argmax(axis=-1).astype(np.int32), kept
-
-
-def _joined(parts: list[Kept]) -> Kept:
-    """Consecutive rows of stored reference log-probs as one."""
-    if any(not isinstance(part, tuple) for part in parts):
-        return np.concatenate([part for part in parts if not isinstance(part, tuple)])
-    tops = [part for part in parts if isinstance(part, tuple)]
-    return tuple(np.concatenate([top[i] for top in tops]) for i in range(3))  # type: ignore[return-value]
 
 
 def _score_rows(
@@ -284,10 +280,11 @@ def _score_rows(
 
 def compute_reference_logits(
     reference_gguf: Path, recipe: Recipe, out: Path, *, max_full_entries: int = FULL_LIMIT
-) -> None:
+) -> ReferenceLogits:
     """Evaluate the reference GGUF on the quality text and store its distributions in ``out`` (.npz).
 
-    Written atomically. Compute it once per build; :func:`measure_quality` reads it for every quant.
+    Written atomically. Compute it once per build; :func:`measure_quality` reads it for every quant
+    (or takes the returned distributions, which are what ``out`` holds, without reading them back).
     Above ``max_full_entries`` (positions x vocabulary) only the top ``TOP_K`` tokens are kept.
     """
     text = quality_text(recipe)
@@ -301,15 +298,19 @@ def compute_reference_logits(
         chunks = _chunks(llm, text, recipe)
         n_vocab = int(llm.n_vocab())
         # each chunk is reduced to what is stored as soon as it is evaluated: no float32 copy of them all
-        full = len(chunks) * (chunks.shape[1] - 1 - first) * n_vocab <= max_full_entries
+        rows = chunks.shape[1] - 1 - first
+        full = len(chunks) * rows * n_vocab <= max_full_entries
+        stored = np.empty((len(chunks) * rows, n_vocab), dtype=np.float16) if full else None
         with ThreadPoolExecutor(2, thread_name_prefix="quality") as pool:
-            for chunk in chunks:
+            for index, chunk in enumerate(chunks):
                 scores, targets = score_chunk(llm, chunk.tolist(), first), chunk[first + 1 :]
-
-                halves = _in_halves(pool, partial(_reduce_reference_rows, full, scores, targets), len(scores))
+                reduce = partial(_reduce_reference_rows, stored, index * rows, scores, targets)
+                halves = _in_halves(pool, reduce, len(scores))
                 nll.extend(h[0] for h in halves)
                 top1.extend(h[1] for h in halves)
-                kept.append(_joined([h[2] for h in halves]))
+                kept.extend(h[2] for h in halves if h[2] is not None)
+        if stored is not None:
+            kept.append(stored)
     all_nll = np.concatenate(nll)
     meta = _settings(recipe, text) | {
         "chunks": len(chunks),
@@ -323,6 +324,7 @@ def compute_reference_logits(
     arrays = _pack(meta, chunks, top1, kept, full)
     with atomic_path(out) as tmp, tmp.open("wb") as handle:
         np.savez(handle, **arrays)
+    return unpack_reference(arrays)
 
 
 def load_reference_logits(path: Path, recipe: Recipe | None = None) -> ReferenceLogits:
@@ -343,9 +345,16 @@ def load_reference_logits(path: Path, recipe: Recipe | None = None) -> Reference
     return ref
 
 
-def reference_quality(reference_logits: Path, recipe: Recipe) -> QualityResult:
-    """The reference's own quality, read from its logits file instead of evaluating it a second time."""
-    ref = load_reference_logits(reference_logits, recipe)
+def _reference(reference_logits: Path | ReferenceLogits, recipe: Recipe) -> ReferenceLogits:
+    """The reference's distributions: as given, or read from their file and checked against ``recipe``."""
+    if isinstance(reference_logits, ReferenceLogits):
+        return reference_logits
+    return load_reference_logits(reference_logits, recipe)
+
+
+def reference_quality(reference_logits: Path | ReferenceLogits, recipe: Recipe) -> QualityResult:
+    """The reference's own quality, read from its logits instead of evaluating it a second time."""
+    ref = _reference(reference_logits, recipe)
     return QualityResult(
         perplexity=round(float(ref.meta["perplexity"]), 4),
         kl_divergence=0.0,
@@ -354,10 +363,10 @@ def reference_quality(reference_logits: Path, recipe: Recipe) -> QualityResult:
     )
 
 
-def measure_quality(gguf: Path, reference_logits: Path, recipe: Recipe) -> QualityResult:
+def measure_quality(gguf: Path, reference_logits: Path | ReferenceLogits, recipe: Recipe) -> QualityResult:
     """Perplexity of ``gguf`` on the reference's tokens, its mean KL divergence from the reference,
     and the share of scored positions where both models' most likely token agrees."""
-    ref = load_reference_logits(reference_logits, recipe)
+    ref = _reference(reference_logits, recipe)
     first = int(ref.meta["first_scored"])
     llm = _open_for_logits(gguf, recipe)
     nll: list[Floats] = []

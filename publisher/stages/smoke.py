@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing, nullcontext
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,6 +32,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from publisher.errors import ManifestError, PublisherError
 from publisher.manifest import Artifact, SmokeResult, fingerprint, guard_write
 from publisher.stages import BuildContext, Stage, register
+
+if TYPE_CHECKING:  # numpy and llama.cpp are imported only when the stage runs
+    from publisher.evaluation.quality import ReferenceLogits
 
 QUALITY_DIR = "quality"
 LOGITS_KEY = "smoke/reference-logits"
@@ -156,9 +159,13 @@ class SmokeStage(Stage):
             for artifact in todo:
                 self._check(ctx, artifact, logits, unavailable, progress)
 
-    def _reference_logits(self, ctx: BuildContext, progress: Progress, forced: bool) -> Path | None:
-        """Compute the reference logits once; reuse them while the reference and settings are unchanged."""
+    def _reference_logits(self, ctx: BuildContext, progress: Progress, forced: bool) -> ReferenceLogits | None:
+        """Compute the reference logits once; reuse them while the reference and settings are unchanged.
+
+        Read (or kept from computing them) once per run: every file's quality pass shares them.
+        """
         from publisher import evaluation
+        from publisher.evaluation.quality import load_reference_logits
 
         ref = ctx.manifest.reference
         if ref is None or not ctx.recipe.smoke.quality.enabled:
@@ -166,7 +173,7 @@ class SmokeStage(Stage):
         out = logits_path(ctx)
         fp = _logits_settings(ctx)
         if not forced and ctx.is_current(LOGITS_KEY, fp):
-            return out
+            return load_reference_logits(out, ctx.recipe)
         started = time.perf_counter()
         ctx.forget(LOGITS_KEY)
         task = progress.add_task("quality: reference logits", total=None, step=ref.path)
@@ -174,16 +181,21 @@ class SmokeStage(Stage):
         # Keep the .npy suffix on the temporary name: numpy appends one to names without it.
         tmp = guard_write(out.with_name(f".{out.stem}.partial.npy"))
         try:
-            evaluation.compute_reference_logits(ctx.build_dir / ref.path, ctx.recipe, tmp)
+            computed = evaluation.compute_reference_logits(ctx.build_dir / ref.path, ctx.recipe, tmp)
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
         progress.remove_task(task)
         ctx.record(LOGITS_KEY, fp, [out], time.perf_counter() - started)
-        return out
+        return computed
 
     def _check(
-        self, ctx: BuildContext, artifact: Artifact, logits: Path | None, unavailable: str | None, progress: Progress
+        self,
+        ctx: BuildContext,
+        artifact: Artifact,
+        logits: ReferenceLogits | None,
+        unavailable: str | None,
+        progress: Progress,
     ) -> None:
         from publisher import evaluation
         from publisher.evaluation import LoadedModel, ModelLoadError

@@ -117,9 +117,12 @@ def test_smoke_answers_and_quality_in_the_gguf_table(gptq_build: tuple[Recipe, P
     for artifact in manifest.gptq.values():
         assert artifact.status == "passed", artifact.failure
         assert artifact.smoke is not None and artifact.smoke.output.strip()
-        # Greedy answers from 8 calibration samples (measured: act order "CÎNADO, THE CAPITAL: France, ...",
-        # without it "The capital of France is Paris."): on topic, not reliably right.
-        assert any(word in artifact.smoke.output.lower() for word in ("france", "paris")), artifact.smoke.output
+        # Greedy answers from 8 calibration samples, on topic but not reliably right, and they change with the
+        # CPU torch runs on. Measured on an AVX2 EPYC: act order "CÎNADO, THE CAPITAL: France, ...", without it
+        # "The capital of France is Paris."; on an AVX-512 EPYC: act order "The capital of France is Paris, not
+        # Paris itself.", without it "The capital of a country is ... in French, it's simply "capital"".
+        on_topic = ("france", "french", "paris")
+        assert any(word in artifact.smoke.output.lower() for word in on_topic), artifact.smoke.output
         quality = artifact.quality
         assert quality is not None
         # the same scored tokens as the GGUF rows, and worse than 8 bits but still a language model
