@@ -132,7 +132,10 @@ def test_smoke_answers_and_quality_in_the_gguf_table(gptq_build: tuple[Recipe, P
     with_order, without = manifest.gptq[ACT_ORDER].quality, manifest.gptq[NO_ACT_ORDER].quality
     assert with_order is not None and without is not None
     print(f"KLD act order {with_order.kl_divergence} vs without {without.kl_divergence}")
-    assert (with_order.kl_divergence or 0) <= (without.kl_divergence or 0)
+    # Which is better depends on the CPU with 8 samples (README, "GPTQ branches"); that the setting reached
+    # the quantizer does not: the two variants are different quantizations.
+    assert with_order.kl_divergence != without.kl_divergence
+    assert with_order.perplexity != without.perplexity
 
 
 def test_a_rerun_does_no_work(gptq_build: tuple[Recipe, Path, Manifest]) -> None:
