@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -164,6 +164,7 @@ class ReferenceLogits:
     top_ids: Ints | None = None
     top_logp: npt.NDArray[np.float32] | None = None
     rest_logp: Floats | None = None
+    row_norms: dict[tuple[int, int], npt.NDArray[np.float64]] = field(default_factory=dict, compare=False, repr=False)
 
     def kl(self, rows: slice, scores: Floats, lse: npt.NDArray[np.float64] | None = None) -> Floats:
         """KL(reference || quant) for the scored positions ``rows``, given the quant's raw logits there
@@ -172,8 +173,8 @@ class ReferenceLogits:
         With full storage this is :func:`kl_full` of the renormalised reference against the quant's
         log-softmax, computed without either array: ``sum p (r - q)`` with ``r - q`` formed as
         ``(reference - scores) + (lse_quant - lse_reference)``, so the float32 sum runs over terms
-        that are small where ``p`` is large. Three passes over the vocabulary fewer per row, and no
-        log-softmax array of either side.
+        that are small where ``p`` is large; ``lse_reference`` (which renormalises the float16 rows) is
+        computed for the first quant and kept in ``row_norms`` for the others.
         """
         if lse is None:
             lse = row_logsumexp(np.asarray(scores, dtype=np.float32))[0]
@@ -182,8 +183,10 @@ class ReferenceLogits:
             quant_top = np.take_along_axis(scores, self.top_ids[rows].astype(np.intp), axis=-1) - lse[:, None]
             return kl_top_k(self.top_logp[rows], self.rest_logp[rows], quant_top.astype(np.float32))
         diff = self.full_logp[rows].astype(np.float32)
-        ref_lse, p = row_logsumexp(diff)
-        p *= (1.0 / p.sum(axis=-1, dtype=np.float64)).astype(np.float32)[:, None]
+        ref_lse = self.row_norms.get((rows.start, rows.stop))
+        if ref_lse is None:  # the same for every quant: computed for the first, kept for the others
+            ref_lse = self.row_norms[(rows.start, rows.stop)] = row_logsumexp(diff)[0]
+        p = np.exp(diff - ref_lse.astype(np.float32)[:, None])
         diff -= scores
         diff += (lse - ref_lse).astype(np.float32)[:, None]
         result: Floats = np.einsum("ij,ij->i", p, diff).astype(np.float64)
@@ -382,7 +385,6 @@ def measure_quality(gguf: Path, reference_logits: Path | ReferenceLogits, recipe
         with ThreadPoolExecutor(2, thread_name_prefix="quality") as pool:
             for chunk in ref.chunks:
                 scores, targets = score_chunk(llm, chunk.tolist(), first), chunk[first + 1 :]
-
                 work = partial(_score_rows, ref, row, scores, targets)
                 for part_nll, part_kl, part_agree in _in_halves(pool, work, len(scores)):
                     nll.append(part_nll)
