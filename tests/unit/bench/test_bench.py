@@ -363,3 +363,12 @@ def test_merge_adds_the_scale_model_beside_the_others() -> None:
     report.print_table(merged, console)
     text = console.export_text()
     assert "quantize with imatrix" in text and "llama-1100m-spm" in text
+
+
+def test_targets_tighten_from_a_billion_parameters() -> None:
+    results = {"models": {"demo": {"parameters": 134_515_008}, "llama-1100m-spm": {"parameters": 1_100_048_384}}}
+    assert report.targets_for(results, "demo")["quantize.wall_ratio"] == 1.05
+    assert report.targets_for(results, "llama-1100m-spm")["quantize.wall_ratio"] == 1.02
+    assert report.targets_for(results, "llama-1100m-spm")["memory.peak_rss_over_f16"] == 1.1
+    assert "memory.peak_rss_over_f16" not in report.targets_for(results, "demo")
+    assert report.targets_for(results, "unknown") is report.TARGETS
