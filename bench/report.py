@@ -11,7 +11,7 @@ medians they were computed from beside them, and the per-model details under ``b
                    "rss_ratio", "rss_ratio_range", "stage_peak_rss_bytes", "direct_peak_rss_bytes",
                    "by_model": {"demo": {... the same keys ..., "stage": {...}, "direct": {...}}}},
       "quantize": {"model", "wall_ratio", ..., "types", "stage_peak_rss_bytes", "peak_rss_over_f16", "by_model"},
-      "smoke":    {"model", "wall_ratio", ..., "reference_logit_passes", "by_model"},
+      "smoke":    {"model", "wall_ratio", ..., "reference_quality_batches", "by_model"},
       "quality":  {"model", "wall_ratio", ..., "same_tokens", "max_relative_difference", "files", "commands",
                    "by_model"}   (publisher's quality code vs llama-perplexity, see bench/sections/quality.py)
       "parity":   {"model", "extra_fraction", "extra_fraction_range", "wall_ratio", ..., "checks_s",
@@ -300,8 +300,10 @@ def table(results: Mapping[str, Any]) -> Table:
         tokens = "same tokens" if entry["same_tokens"] else "other tokens"
         out.add_row("quality figures: largest difference", model, "", "", f"{worst} ({tokens})", "")
     for model, entry in results.get("smoke", {}).get("by_model", {}).items():
-        passes = entry["reference_logit_passes"]
-        out.add_row("reference logit passes", model, str(passes["stage"]), str(passes["direct"]), "", "")
+        batches = entry["reference_quality_batches"]
+        out.add_row("reference quality batches", model, str(batches["stage"]), str(batches["direct"]), "", "")
+        loads = {side: sum(per_file.values()) for side, per_file in entry["model_loads"].items()}
+        out.add_row("model loads (all files)", model, str(loads["stage"]), str(loads["direct"]), "", "")
     for model, entry in results.get("parity", {}).get("by_model", {}).items():
         low, high = entry["extra_fraction_range"]
         out.add_row(

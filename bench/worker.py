@@ -23,29 +23,30 @@ Report = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------
-# Counting what llama.cpp is asked to do (for the smoke stage: loads and logit passes per file)
+# Counting what llama.cpp is asked to do (for the smoke stage: loads and quality batches per file)
 # ---------------------------------------------------------------------------------------------
 
 
 def load_kind(kwargs: dict[str, Any]) -> str:
-    """What a ``Llama(**kwargs)`` load is for: ``vocab`` (vocab_only), ``logits`` (a quality pass:
-    logits_all, or one chunk per batch set by n_ubatch) or ``generate`` (everything else)."""
-    if kwargs.get("vocab_only"):
-        return "vocab"
-    return "logits" if kwargs.get("logits_all") or "n_ubatch" in kwargs else "generate"
+    """What a ``Llama(**kwargs)`` load holds: ``vocab`` (vocab_only) or ``model`` (the weights too)."""
+    return "vocab" if kwargs.get("vocab_only") else "model"
 
 
 @contextmanager
 def counting_llama() -> Iterator[dict[str, Counter[str]]]:
-    """Count ``Llama`` loads by kind and evaluated tokens, per model file, while the block runs.
+    """Count ``Llama`` loads by kind, evaluated tokens and quality batches, per model file, while the block runs.
 
-    The real methods run; they are wrapped, not replaced. Kinds as :func:`load_kind` names them.
+    The real methods run; they are wrapped, not replaced. Kinds as :func:`load_kind` names them; a
+    quality batch is a decode that asks for the logits of more than one position (a chunk of the
+    quality text; generation asks for one).
     """
     import llama_cpp
+    from llama_cpp._internals import LlamaContext
 
     counts: dict[str, Counter[str]] = {}
     original_init: Callable[..., None] = llama_cpp.Llama.__init__
     original_eval: Callable[..., None] = llama_cpp.Llama.eval
+    original_decode: Callable[..., None] = LlamaContext.decode
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         path = Path(str(kwargs.get("model_path", args[0] if args else "?"))).name
@@ -57,13 +58,20 @@ def counting_llama() -> Iterator[dict[str, Counter[str]]]:
         counts.setdefault(Path(self.model_path).name, Counter())["eval_tokens"] += len(tokens)
         original_eval(self, tokens)
 
+    def decode(self: Any, batch: Any) -> None:
+        if sum(bool(batch.batch.logits[i]) for i in range(batch.n_tokens())) > 1:
+            counts.setdefault(Path(self.model.path_model).name, Counter())["quality_batches"] += 1
+        original_decode(self, batch)
+
     llama_cpp.Llama.__init__ = init  # type: ignore[method-assign]
     llama_cpp.Llama.eval = evaluate  # type: ignore[method-assign]
+    LlamaContext.decode = decode  # type: ignore[method-assign]
     try:
         yield counts
     finally:
         llama_cpp.Llama.__init__ = original_init  # type: ignore[method-assign]
         llama_cpp.Llama.eval = original_eval  # type: ignore[method-assign]
+        LlamaContext.decode = original_decode  # type: ignore[method-assign]
 
 
 def cpu_seconds() -> float:

@@ -33,7 +33,7 @@ MB = 1_000_000
 PYTHON_BASE = 85 * MB
 SMOKE_BASE = 80 * MB
 # The smoke stage's child that reads the source tokenizer through transformers (129 MB peak on SmolLM2,
-# /usr/bin/time): started before the first model loads, so it can overlap the stage's own peak.
+# /usr/bin/time): it runs while the first file answers its first prompt, beside that file's model.
 TRANSFORMERS_CHILD = 130 * MB
 # The converter (torch, the gguf writer) before it holds a tensor, and how much of the largest
 # tensor in f32 comes on top: fitted on three peaks measured by bench/ (588 MB at 135M, 718 MB at
@@ -293,7 +293,9 @@ class _Facts:
     def smoke(self, types: list[str]) -> StagePlan:
         smoke, quality = self.recipe.smoke, self.recipe.smoke.quality
         files: dict[str, int] = {}
-        peak = SMOKE_BASE + TRANSFORMERS_CHILD + self.reference_bytes + self.arch.kv_cache_bytes(smoke.context_length)
+        # one context per file serves prompts and quality (evaluation.check_context)
+        n_cells = max(smoke.context_length, quality.context_length) if quality.enabled else smoke.context_length
+        peak = SMOKE_BASE + TRANSFORMERS_CHILD + self.reference_bytes + self.arch.kv_cache_bytes(n_cells)
         tokens = 0
         if quality.enabled:
             from publisher.evaluation.quality import FULL_LIMIT, TOP_K

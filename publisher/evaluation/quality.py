@@ -25,7 +25,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
@@ -74,7 +74,8 @@ def log_softmax(logits: npt.NDArray[Any]) -> Floats:
 def row_logsumexp(x: Floats) -> tuple[npt.NDArray[np.float64], Floats]:
     """``log(sum(exp(x)))`` per row of float32 ``x`` (float64 sums), and ``exp(x - rowmax)`` beside it."""
     peak = x.max(axis=-1, keepdims=True)
-    expd: Floats = np.exp(x - peak)
+    expd: Floats = x - peak
+    np.exp(expd, out=expd)  # in place: one row-sized temporary, not two
     lse = peak[:, 0].astype(np.float64) + np.log(expd.sum(axis=-1, dtype=np.float64))
     return lse, expd
 
@@ -119,16 +120,13 @@ def kl_full(ref_logp: Floats, quant_logp: Floats) -> Floats:
     return result
 
 
-def _open_for_logits(gguf: Path, recipe: Recipe) -> Any:
+def _opened_for_logits(gguf: Path, recipe: Recipe, llm: Any) -> AbstractContextManager[Any]:
+    """``llm`` as it is (its owner closes it), or ``gguf`` loaded for one chunk per batch and closed after."""
+    if llm is not None:
+        return nullcontext(llm)
     ctx = recipe.smoke.quality.context_length
-    return open_model(
-        gguf,
-        n_ctx=ctx,
-        n_batch=ctx,
-        n_ubatch=ctx,
-        n_gpu_layers=recipe.smoke.gpu_layers,
-        seed=recipe.smoke.seed,
-    )
+    settings = {"n_ctx": ctx, "n_batch": ctx, "n_ubatch": ctx}
+    return closing(open_model(gguf, n_gpu_layers=recipe.smoke.gpu_layers, seed=recipe.smoke.seed, **settings))
 
 
 def _in_halves(pool: ThreadPoolExecutor, work: Callable[[slice], T], rows: int) -> list[T]:
@@ -260,12 +258,12 @@ def _reduce_reference_rows(
     """
     scores, targets = scores[part], targets[part]
     lse = row_logsumexp(scores)[0]
-    logp = scores - lse.astype(np.float32)[:, None]
     kept: Kept | None = None
     if stored is None:
-        kept = top_k(logp, TOP_K)
-    else:
-        stored[offset + part.start : offset + part.stop] = logp
+        kept = top_k(scores - lse.astype(np.float32)[:, None], TOP_K)
+    else:  # straight into the float16 rows: no float32 copy (the reference's evaluation is the stage's peak)
+        rows = stored[offset + part.start : offset + part.stop]
+        np.subtract(scores, lse.astype(np.float32)[:, None], out=rows, casting="same_kind")
     return lse - scores[np.arange(len(lse)), targets], scores.argmax(axis=-1).astype(np.int32), kept
 
 
@@ -282,22 +280,22 @@ def _score_rows(
 
 
 def compute_reference_logits(
-    reference_gguf: Path, recipe: Recipe, out: Path, *, max_full_entries: int = FULL_LIMIT
+    reference_gguf: Path, recipe: Recipe, out: Path, *, max_full_entries: int = FULL_LIMIT, llm: Any = None
 ) -> ReferenceLogits:
     """Evaluate the reference GGUF on the quality text and store its distributions in ``out`` (.npz).
 
     Written atomically. Compute it once per build; :func:`measure_quality` reads it for every quant
     (or takes the returned distributions, which are what ``out`` holds, without reading them back).
     Above ``max_full_entries`` (positions x vocabulary) only the top ``TOP_K`` tokens are kept.
+    ``llm``: the file already open with room for a chunk in one batch, left open; else it is loaded.
     """
     text = quality_text(recipe)
     first = recipe.smoke.quality.context_length // 2
     started = time.perf_counter()
-    llm = _open_for_logits(reference_gguf, recipe)
     kept: list[Kept] = []
     top1: list[Ints] = []
     nll: list[Floats] = []
-    with closing(llm):
+    with _opened_for_logits(reference_gguf, recipe, llm) as llm:
         chunks = _chunks(llm, text, recipe)
         n_vocab = int(llm.n_vocab())
         # each chunk is reduced to what is stored as soon as it is evaluated: no float32 copy of them all
@@ -366,17 +364,19 @@ def reference_quality(reference_logits: Path | ReferenceLogits, recipe: Recipe) 
     )
 
 
-def measure_quality(gguf: Path, reference_logits: Path | ReferenceLogits, recipe: Recipe) -> QualityResult:
+def measure_quality(
+    gguf: Path, reference_logits: Path | ReferenceLogits, recipe: Recipe, llm: Any = None
+) -> QualityResult:
     """Perplexity of ``gguf`` on the reference's tokens, its mean KL divergence from the reference,
-    and the share of scored positions where both models' most likely token agrees."""
+    and the share of scored positions where both models' most likely token agrees (``llm``: as for
+    :func:`compute_reference_logits`)."""
     ref = _reference(reference_logits, recipe)
     first = int(ref.meta["first_scored"])
-    llm = _open_for_logits(gguf, recipe)
     nll: list[Floats] = []
     kl: list[Floats] = []
     agree: list[npt.NDArray[np.bool_]] = []
     row = 0
-    with closing(llm):
+    with _opened_for_logits(gguf, recipe, llm) as llm:
         if int(llm.n_vocab()) != int(ref.meta["n_vocab"]):
             raise SmokeTestError(
                 f"{gguf}: its vocabulary has {llm.n_vocab()} tokens, the reference's {ref.meta['n_vocab']}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ STOP_STRINGS: dict[str, tuple[str, ...]] = {
 }
 
 REPLACEMENT_CHARACTER = "\ufffd"
+DEFAULT_BATCH = 512  # llama.cpp's n_batch and n_ubatch unless told otherwise
 
 
 @dataclass
@@ -93,18 +95,29 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     return text[: min(cuts)], True
 
 
-def generate(llm: Any, prompt_text: str, max_tokens: int, stops: tuple[str, ...] = ()) -> Generation:
+def generate(
+    llm: Any,
+    prompt_text: str,
+    max_tokens: int,
+    stops: tuple[str, ...] = (),
+    context_length: int | None = None,
+    on_generating: Callable[[], None] | None = None,
+) -> Generation:
     """Greedy generation of up to ``max_tokens`` after ``prompt_text`` (special tokens parsed).
 
     Stops at an end-of-generation token (``<|im_end|>`` for ChatML models whose GGUF marks it so),
     at any other control token (a new turn marker), or at one of ``stops`` in the text.
+    ``context_length`` caps prompt and answer below the context ``llm`` was opened with.
+    ``on_generating`` is called once the prompt is evaluated, as llama.cpp starts generating one
+    token at a time on ``n_threads`` (by default half the cores, where the prompt used them all).
     """
     import llama_cpp
 
     prompt_tokens = llm.tokenize(prompt_text.encode("utf-8"), add_bos=True, special=True)
-    room = llm.n_ctx() - len(prompt_tokens)
+    n_ctx = min(llm.n_ctx(), context_length or llm.n_ctx())
+    room = n_ctx - len(prompt_tokens)
     if room <= 0:
-        raise ValueError(f"the prompt takes {len(prompt_tokens)} tokens, more than the context of {llm.n_ctx()}")
+        raise ValueError(f"the prompt takes {len(prompt_tokens)} tokens, more than the context of {n_ctx}")
     max_tokens = min(max_tokens, room)
     voc = vocab(llm)
     # incomplete UTF-8 at the end (a character cut off by max_tokens) stays in the decoder, dropped
@@ -116,6 +129,8 @@ def generate(llm: Any, prompt_text: str, max_tokens: int, stops: tuple[str, ...]
     llama_cpp.llama_perf_context_reset(llm.ctx)
     started = time.perf_counter()
     for token in llm.generate(prompt_tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+        if on_generating is not None and count == 0:
+            on_generating()
         if llama_cpp.llama_vocab_is_eog(voc, token):
             stopped_by = "eog"
             break
@@ -169,18 +184,41 @@ class LoadedModel:
     memory: PeakMemory
 
 
-def open_for_checks(gguf: Path, recipe: Recipe) -> LoadedModel:
-    """Load ``gguf`` with the smoke settings (context, GPU layers, seed); close ``.llm`` when done."""
+def check_context(recipe: Recipe) -> dict[str, int]:
+    """llama.cpp context settings under which one load serves the smoke prompts and the quality pass.
+
+    The prompts get llama.cpp's default batch of 512 tokens, answers capped at ``smoke.context_length``
+    by :func:`generate`. With quality on, the context also holds one chunk of ``quality.context_length``
+    tokens, evaluated in one micro-batch as llama-perplexity does; the micro-batch is the chunk, not
+    llama.cpp's 512, because llama.cpp's scratch grows with it (a vocabulary row per token): a prompt
+    longer than the chunk is evaluated in several micro-batches.
+    """
     smoke = recipe.smoke
+    settings = {"n_ctx": smoke.context_length, "n_gpu_layers": smoke.gpu_layers, "seed": smoke.seed}
+    if smoke.quality.enabled:
+        chunk = smoke.quality.context_length
+        batch = max(DEFAULT_BATCH, chunk)
+        settings |= {"n_ctx": max(smoke.context_length, chunk), "n_batch": batch, "n_ubatch": chunk}
+    return settings
+
+
+def open_for_checks(gguf: Path, recipe: Recipe) -> LoadedModel:
+    """Load ``gguf`` once for every check (:func:`check_context`); close ``.llm`` when done."""
     memory = PeakMemory()
     started = time.perf_counter()
-    llm = open_model(gguf, n_ctx=smoke.context_length, n_gpu_layers=smoke.gpu_layers, seed=smoke.seed)
+    llm = open_model(gguf, **check_context(recipe))
     load_s = time.perf_counter() - started
     memory.sample()
     return LoadedModel(llm, load_s, memory)
 
 
-def smoke_test(gguf: Path, recipe: Recipe, quant_type: str, loaded: LoadedModel | None = None) -> SmokeResult:
+def smoke_test(
+    gguf: Path,
+    recipe: Recipe,
+    quant_type: str,
+    loaded: LoadedModel | None = None,
+    on_generating: Callable[[], None] | None = None,
+) -> SmokeResult:
     """Load ``gguf`` as the recipe says, answer each smoke prompt greedily and check the answers.
 
     ``tokens_per_s`` and ``prompt_tokens_per_s`` are llama.cpp's own timings over all prompts;
@@ -188,25 +226,29 @@ def smoke_test(gguf: Path, recipe: Recipe, quant_type: str, loaded: LoadedModel 
     (see :class:`~publisher.runtimes.memory.PeakMemory`). Raises
     :class:`~publisher.errors.SmokeTestError` when the file cannot be loaded at all. With
     ``loaded`` (:func:`open_for_checks`), that handle is used and left open for its owner.
+    ``on_generating``: see :func:`generate` (called for the first prompt only).
     """
     if loaded is None:
         loaded = open_for_checks(gguf, recipe)
         with closing(loaded.llm):
-            return _answer(loaded, recipe, quant_type)
-    return _answer(loaded, recipe, quant_type)
+            return _answer(loaded, recipe, quant_type, on_generating)
+    return _answer(loaded, recipe, quant_type, on_generating)
 
 
-def _answer(loaded: LoadedModel, recipe: Recipe, quant_type: str) -> SmokeResult:
+def _answer(
+    loaded: LoadedModel, recipe: Recipe, quant_type: str, on_generating: Callable[[], None] | None
+) -> SmokeResult:
     """The prompts on an open model, each answer checked."""
     smoke = recipe.smoke
     stops = stop_strings(recipe.model.prompt_template)
     memory = loaded.memory
     answers: list[SmokeAnswer] = []
     prompt_tokens = prompt_ms = evals = generate_ms = 0.0
-    for item in prompts_of(recipe):
+    for index, item in enumerate(prompts_of(recipe)):
         text = prompts.render(recipe.model.prompt_template, item.prompt, system_message(recipe, item))
         try:
-            gen = generate(loaded.llm, text, smoke.max_tokens, stops)
+            first = on_generating if index == 0 else None
+            gen = generate(loaded.llm, text, smoke.max_tokens, stops, smoke.context_length, first)
         except ValueError as err:
             answers.append(SmokeAnswer(prompt=item.prompt, output="", passed=False, problems=[f"{err}"]))
             continue

@@ -8,8 +8,8 @@ hundred MB that a process never gives back, so :mod:`.transformers_child` does a
 in one child process and answers in JSON: the smoke stage's process never imports transformers,
 and a crash in the tokenizer's native code ends the child, not the build. The answer is kept per
 source folder and tokenizer file times, so every file of a build shares one read, and the smoke
-stage starts it (:func:`prefetch_transformers_view`) before its first model loads: the child's second of imports
-and tokenizer loading then overlaps llama.cpp's work instead of adding to it.
+stage starts it (:func:`prefetch_transformers_view`) once its first prompt is evaluated, when llama.cpp
+generates on half the cores: the child's second of imports and tokenizer loading uses a core that would idle.
 """
 
 from __future__ import annotations

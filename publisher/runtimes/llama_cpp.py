@@ -165,14 +165,22 @@ def unspellable_bytes(gguf: Path) -> list[int]:
     """
     if string_value(gguf, "tokenizer.ggml.model") != "llama":
         return []
-    return list(_unspellable(gguf, vocabulary_sha256(gguf)))
+    return list(_unspellable(_Vocabulary(vocabulary_sha256(gguf), gguf)))
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    """A file's vocabulary, equal to another file's when their vocabulary digests are."""
+
+    sha256: str
+    gguf: Path = field(compare=False)  # where to read it: any file with this digest
 
 
 @lru_cache(maxsize=4)
-def _unspellable(gguf: Path, _vocabulary: str) -> tuple[int, ...]:
+def _unspellable(vocabulary: _Vocabulary) -> tuple[int, ...]:
     # Decoding the token list costs four times the digest it is keyed on; every file of a build
-    # shares the one vocabulary, so it is decoded once.
-    tokens = set(string_array(gguf, "tokenizer.ggml.tokens") or [])
+    # shares the one vocabulary, so it is decoded once per build, not once per file.
+    tokens = set(string_array(vocabulary.gguf, "tokenizer.ggml.tokens") or [])
     return tuple(b for b in _UTF8_BYTES if f"<0x{b:02X}>" not in tokens and (b >= 0x80 or chr(b) not in tokens))
 
 

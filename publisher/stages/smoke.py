@@ -7,14 +7,19 @@ checks themselves live in ``publisher.evaluation``; this stage decides what to r
 results and marks each artifact passed or failed with its reasons. Failures are recorded, not
 raised: the pipeline reports them once every artifact has been tried.
 
-What it costs beyond llama.cpp's own work is kept small: each file is loaded once for parity,
-template and prompts and once more for quality, one model in memory at a time; the source's
-tokenizer is read once per run, after the reference's logits are computed and freed; what
-transformers makes of it is read in a short-lived child process, started before the reference's
-logits so that it runs beside them, and this process never imports transformers; tokenizer and
-template parity run once per vocabulary and template, on the first file's open handle. A
-vocabulary whose tokenizer would abort llama.cpp (a SentencePiece model without byte tokens) is
-refused before llama.cpp tokenizes anything: one failure line per file.
+What it costs beyond llama.cpp's own work is kept small. Each file is loaded once, one model in
+memory at a time, into a context that serves every check (``evaluation.check_context``). The
+prompts run first; on the reference, its logits are computed next on the same handle, before the
+parity checks' state (the source tokenizer, the sample's token lists) is in memory, since the
+reference's evaluation decides the stage's peak; then tokenizer and template parity, then quality.
+Results are reported in the order of the checks. What transformers makes of the source tokenizer
+is read in a short-lived child process (this process never imports transformers), started once the
+first prompt is evaluated: llama.cpp then generates one token at a time on half the cores
+(llama-cpp-python's default), so the child's two CPU-seconds use a core that would idle; beside a
+batched evaluation, or before the first load, it added two to four seconds. Tokenizer and template
+parity run once per vocabulary and template, on the first file's open handle. A vocabulary whose
+tokenizer would abort llama.cpp (a SentencePiece model without byte tokens) is refused before
+llama.cpp tokenizes anything: one failure line per file.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import closing, nullcontext
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -140,10 +147,6 @@ class SmokeStage(Stage):
         todo = [a for a in _artifacts(ctx) if forced or not _current(ctx, a)]
         if not todo:
             return
-        if ctx.manifest.source is not None:  # transformers' view of it, read while the first model works
-            from publisher import evaluation
-
-            evaluation.prefetch_transformers_view(Path(ctx.manifest.source.path))
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -151,29 +154,31 @@ class SmokeStage(Stage):
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=ctx.console, transient=True) as progress:
-            unavailable: str | None = None
-            try:
-                logits = self._reference_logits(ctx, progress, forced)
-            except PublisherError as err:  # every file is still tried; quality is marked unavailable
-                logits, unavailable = None, f"the reference's logits could not be computed ({err})"
+            yardstick = _Yardstick()
+            if ctx.recipe.smoke.quality.enabled:
+                from publisher.evaluation.quality import load_reference_logits
+
+                if not forced and ctx.is_current(LOGITS_KEY, _logits_settings(ctx)):
+                    yardstick.settle(lambda: load_reference_logits(logits_path(ctx), ctx.recipe))
+                elif any(a.quant_type == ref.quant_type for a in todo):
+                    yardstick.on_reference = True  # computed on the handle the reference's checks load
+                else:
+                    yardstick.settle(lambda: self._compute_logits(ctx, progress, None))
             for artifact in todo:
-                self._check(ctx, artifact, logits, unavailable, progress)
+                self._check(ctx, artifact, yardstick, progress)
 
-    def _reference_logits(self, ctx: BuildContext, progress: Progress, forced: bool) -> ReferenceLogits | None:
-        """Compute the reference logits once; reuse them while the reference and settings are unchanged.
+    def _compute_logits(self, ctx: BuildContext, progress: Progress, llm: object) -> ReferenceLogits:
+        """Compute the reference logits, with ``llm`` (the reference open, left open) or a load of their own.
 
-        Read (or kept from computing them) once per run: every file's quality pass shares them.
+        Computed once and kept in ``quality/`` while the reference and the settings are unchanged:
+        every file's quality pass shares them.
         """
         from publisher import evaluation
-        from publisher.evaluation.quality import load_reference_logits
 
         ref = ctx.manifest.reference
-        if ref is None or not ctx.recipe.smoke.quality.enabled:
-            return None
+        assert ref is not None
         out = logits_path(ctx)
         fp = _logits_settings(ctx)
-        if not forced and ctx.is_current(LOGITS_KEY, fp):
-            return load_reference_logits(out, ctx.recipe)
         started = time.perf_counter()
         ctx.forget(LOGITS_KEY)
         task = progress.add_task("quality: reference logits", total=None, step=ref.path)
@@ -181,7 +186,7 @@ class SmokeStage(Stage):
         # Keep the .npy suffix on the temporary name: numpy appends one to names without it.
         tmp = guard_write(out.with_name(f".{out.stem}.partial.npy"))
         try:
-            computed = evaluation.compute_reference_logits(ctx.build_dir / ref.path, ctx.recipe, tmp)
+            computed = evaluation.compute_reference_logits(ctx.build_dir / ref.path, ctx.recipe, tmp, llm=llm)
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
@@ -189,14 +194,7 @@ class SmokeStage(Stage):
         ctx.record(LOGITS_KEY, fp, [out], time.perf_counter() - started)
         return computed
 
-    def _check(
-        self,
-        ctx: BuildContext,
-        artifact: Artifact,
-        logits: ReferenceLogits | None,
-        unavailable: str | None,
-        progress: Progress,
-    ) -> None:
+    def _check(self, ctx: BuildContext, artifact: Artifact, yardstick: _Yardstick, progress: Progress) -> None:
         from publisher import evaluation
         from publisher.evaluation import LoadedModel, ModelLoadError
 
@@ -232,7 +230,7 @@ class SmokeStage(Stage):
                 progress.advance(task)
             return None
 
-        # One load serves parity, template and prompts. When llama.cpp refuses it, parity and template
+        # One load serves prompts, parity, template and quality. When llama.cpp refuses it, parity and template
         # still try their own vocab-only loads and the refusal is reported at the prompts, as if each
         # step loaded the file itself.
         loaded: LoadedModel | None = None
@@ -243,12 +241,20 @@ class SmokeStage(Stage):
             refused = err
         llm = loaded.llm if loaded is not None else None
 
+        # transformers' view of the source, read in a child while llama.cpp generates on half the cores
+        read_source = partial(evaluation.prefetch_transformers_view, Path(source.path)) if source is not None else None
+
         def prompts() -> SmokeResult:
             if refused is not None:
                 raise refused
-            return evaluation.smoke_test(gguf, recipe, artifact.quant_type, loaded)
+            return evaluation.smoke_test(gguf, recipe, artifact.quant_type, loaded, read_source)
 
+        ref_type = ctx.manifest.reference.quant_type if ctx.manifest.reference is not None else None
         with closing(llm) if llm is not None else nullcontext():
+            progress.update(task, step="prompts")
+            answered = _run_now(prompts)  # first: see the module's docstring; reported after parity
+            if artifact.quant_type == ref_type and yardstick.on_reference:
+                yardstick.settle(lambda: self._compute_logits(ctx, progress, llm))
             if recipe.smoke.tokenizer_parity and source is not None:
                 tok = attempt(
                     "tokenizer parity", lambda: evaluation.tokenizer_parity(gguf, Path(source.path), recipe, llm)
@@ -270,22 +276,23 @@ class SmokeStage(Stage):
                     highlight=False,
                 )
 
-            smoke = attempt("prompts", prompts)
+            smoke = attempt("prompts", answered)
             updates["smoke"] = smoke
             if smoke is not None and not smoke.passed:
                 found = [p for a in smoke.answers for p in a.problems]
                 problems.extend(f"smoke: {p}" for p in found or ["the smoke test failed"])
 
-        ref_type = ctx.manifest.reference.quant_type if ctx.manifest.reference is not None else None
-        if logits is not None:
-            if artifact.quant_type == ref_type:  # its logits are the yardstick: no second evaluation
-                updates["quality"] = attempt("quality", lambda: evaluation.reference_quality(logits, recipe))
-            else:
-                updates["quality"] = attempt("quality", lambda: evaluation.measure_quality(gguf, logits, recipe))
-        elif unavailable is not None:
-            updates["quality_unavailable"] = unavailable
-            if artifact.quant_type == ref_type and not cannot_load:
-                problems.append(f"quality: {unavailable}")
+            logits = yardstick.logits
+            if logits is not None:
+                if artifact.quant_type == ref_type:  # its logits are the yardstick: no second evaluation
+                    updates["quality"] = attempt("quality", lambda: evaluation.reference_quality(logits, recipe))
+                else:
+                    measure = partial(evaluation.measure_quality, gguf, logits, recipe, llm)
+                    updates["quality"] = attempt("quality", measure)
+            elif yardstick.unavailable is not None:
+                updates["quality_unavailable"] = yardstick.unavailable
+                if artifact.quant_type == ref_type and not cannot_load:
+                    problems.append(f"quality: {yardstick.unavailable}")
         progress.remove_task(task)
 
         updates["status"] = "failed" if problems else "passed"
@@ -295,6 +302,37 @@ class SmokeStage(Stage):
         seconds = time.perf_counter() - started
         ctx.record(key, settings(ctx, checked), [gguf], seconds)
         ctx.console.print(_summary(checked, seconds), highlight=False)
+
+
+@dataclass
+class _Yardstick:
+    """The reference's logits every quality pass of a run is measured against, or why there are none."""
+
+    logits: ReferenceLogits | None = None
+    unavailable: str | None = None
+    on_reference: bool = False  # still to compute, on the handle the reference's own checks load
+
+    def settle(self, get: Callable[[], ReferenceLogits]) -> None:
+        """Read or compute them; on failure every file is still tried and quality is marked unavailable."""
+        self.on_reference = False
+        try:
+            self.logits = get()
+        except PublisherError as err:
+            self.unavailable = f"the reference's logits could not be computed ({err})"
+
+
+def _run_now(check: Callable[[], T]) -> Callable[[], T]:
+    """Run ``check`` now; the callable returned gives its result, or raises the error it raised, later."""
+    try:
+        value = check()
+    except PublisherError as err:
+        failure = err
+
+        def fail() -> T:
+            raise failure
+
+        return fail
+    return lambda: value
 
 
 def _summary(artifact: Artifact, seconds: float) -> str:

@@ -1,6 +1,6 @@
-"""What the smoke stage asks of llama.cpp: one load per file for parity, template and prompts, one for quality,
-one model's weights in memory at a time, the source tokenizer read once and tokenizer parity run once per
-vocabulary (on the first file's open handle: no vocab-only load at all)."""
+"""What the smoke stage asks of llama.cpp: one load per file for all its checks (prompts, parity, template,
+quality, and the reference's logits), one model's weights in memory at a time, the source tokenizer read
+once and tokenizer parity run once per vocabulary (on the first file's open handle: no vocab-only load)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_each_file_is_loaded_once_for_the_checks_and_parity_runs_once_per_vocabu
     files = [manifest.reference, manifest.artifacts["Q8_0"], manifest.artifacts["Q2_K"]]
     assert [a.status for a in files] == ["passed"] * 3, [a.failure for a in files]
     names = [a.path for a in files]
-    expected = {(name, "generate"): 1 for name in names} | {(name, "logits"): 1 for name in names}
+    expected = {(name, "model"): 1 for name in names}
     assert dict(log.loads) == expected
     assert log.most_open == 1 and not log.open
     assert reads == {"tokenizer.json": 1}

@@ -104,7 +104,8 @@ def full_results() -> dict[str, Any]:
     }
     quantize["demo"] |= {"f16_bytes": 270_000_000, "peak_rss_over_f16": 1.1}
     smoke = {"demo": report.comparison_entry(_comparison([50.0, 52.0], [40.0, 41.0]))}
-    smoke["demo"]["reference_logit_passes"] = {"stage": 1, "direct": 1}
+    smoke["demo"]["reference_quality_batches"] = {"stage": 2, "direct": 2}
+    smoke["demo"]["model_loads"] = {"stage": {"a.gguf": 1}, "direct": {"a.gguf": 2}}
     wall = Series([80.0, 82.0]).summary()
     rebuild = {"ratio": 0.01, "ratio_range": [0.009, 0.011], "wall_s": 0.8, "full_wall_s": 81.0, "stages_ran": []}
     return {
