@@ -71,13 +71,13 @@ def log_softmax(logits: npt.NDArray[Any]) -> Floats:
     return result
 
 
-def row_logsumexp(x: Floats) -> tuple[npt.NDArray[np.float64], Floats]:
-    """``log(sum(exp(x)))`` per row of float32 ``x`` (float64 sums), and ``exp(x - rowmax)`` beside it."""
+def row_logsumexp(x: Floats) -> npt.NDArray[np.float64]:
+    """``log(sum(exp(x)))`` per row of float32 ``x`` (float64 sums)."""
     peak = x.max(axis=-1, keepdims=True)
     expd: Floats = x - peak
     np.exp(expd, out=expd)  # in place: one row-sized temporary, not two
-    lse = peak[:, 0].astype(np.float64) + np.log(expd.sum(axis=-1, dtype=np.float64))
-    return lse, expd
+    lse: npt.NDArray[np.float64] = peak[:, 0].astype(np.float64) + np.log(expd.sum(axis=-1, dtype=np.float64))
+    return lse
 
 
 def top_k(logp: Floats, k: int) -> tuple[Ints, Floats, Floats]:
@@ -175,7 +175,7 @@ class ReferenceLogits:
         computed for the first quant and kept in ``row_norms`` for the others.
         """
         if lse is None:
-            lse = row_logsumexp(np.asarray(scores, dtype=np.float32))[0]
+            lse = row_logsumexp(np.asarray(scores, dtype=np.float32))
         if self.full_logp is None:
             assert self.top_ids is not None and self.top_logp is not None and self.rest_logp is not None
             quant_top = np.take_along_axis(scores, self.top_ids[rows].astype(np.intp), axis=-1) - lse[:, None]
@@ -183,7 +183,7 @@ class ReferenceLogits:
         diff = self.full_logp[rows].astype(np.float32)
         ref_lse = self.row_norms.get((rows.start, rows.stop))
         if ref_lse is None:  # the same for every quant: computed for the first, kept for the others
-            ref_lse = self.row_norms[(rows.start, rows.stop)] = row_logsumexp(diff)[0]
+            ref_lse = self.row_norms[(rows.start, rows.stop)] = row_logsumexp(diff)
         p = np.exp(diff - ref_lse.astype(np.float32)[:, None])
         diff -= scores
         diff += (lse - ref_lse).astype(np.float32)[:, None]
@@ -257,7 +257,7 @@ def _reduce_reference_rows(
     ``TOP_K`` are returned.
     """
     scores, targets = scores[part], targets[part]
-    lse = row_logsumexp(scores)[0]
+    lse = row_logsumexp(scores)
     kept: Kept | None = None
     if stored is None:
         kept = top_k(scores - lse.astype(np.float32)[:, None], TOP_K)
@@ -274,7 +274,7 @@ def _score_rows(
     chunk whose first scored row is row ``offset`` of the reference."""
     rows = slice(offset + part.start, offset + part.stop)
     scores, targets = scores[part], targets[part]
-    lse = row_logsumexp(scores)[0]
+    lse = row_logsumexp(scores)
     agree: npt.NDArray[np.bool_] = scores.argmax(axis=-1) == ref.top1[rows]
     return lse - scores[np.arange(len(lse)), targets], ref.kl(rows, scores, lse), agree
 
